@@ -1,0 +1,243 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// flagKeys maps each command-line flag to its config key.
+var flagKeys = []struct {
+	flag, key, usage string
+}{
+	{"realm", "realm", "long-term credential realm"},
+	{"software", "software", "SOFTWARE attribute in STUN responses (empty: none)"},
+	{"listen", "listen", "listener URL, repeatable: udp://127.0.0.1:3478, tcp://[::1]:3478, tls://0.0.0.0:5349, dtls://0.0.0.0:5349"},
+	{"udp-sockets", "udp-sockets", "SO_REUSEPORT sockets per UDP listener (0: one per CPU)"},
+	{"tls-cert", "tls.cert", "PEM certificate (chain) for tls:// and dtls:// listeners"},
+	{"tls-key", "tls.key", "PEM private key for tls:// and dtls:// listeners"},
+	{"relay-ip", "relay.ip", "local address relay sockets bind to, one per family (default: detected)"},
+	{"external-ip", "relay.external-ip", "public address advertised for relays behind a 1:1 NAT, one per family"},
+	{"relay-ports", "relay.ports", "relay port range MIN-MAX"},
+	{"allow-loopback-peers", "relay.allow-loopback-peers", "let relays reach 127.0.0.0/8 and ::1 (tests and local development only)"},
+	{"allowed-peers", "relay.allowed-peers", "peer CIDR admitted despite the default policy, repeatable"},
+	{"denied-peers", "relay.denied-peers", "peer CIDR always refused (wins over allowed-peers), repeatable"},
+	{"allocation-lifetime", "relay.allocation-lifetime", "default allocation lifetime"},
+	{"user", "auth.users", "static user name=password or name=0x<md5 key>, repeatable"},
+	{"auth-secret", "auth.secrets", "TURN REST API shared secret, repeatable; the first signs new credentials"},
+	{"max-ttl", "auth.max-ttl", "longest lifetime of a minted credential"},
+	{"log-level", "log.level", "debug, info, warn or error"},
+	{"log-format", "log.format", "text or json"},
+	{"http-listen", "http.listen", "HTTP API, metrics and health listener HOST:PORT (empty: off)"},
+}
+
+// AddFlags defines ferry's configuration flags on fs. Their defaults are the
+// embedded defaults; Load only takes a flag's value when it was set.
+func AddFlags(fs *pflag.FlagSet) {
+	d := Default()
+	vals := flatten(d)
+	for _, f := range flagKeys {
+		switch v := vals[f.key].(type) {
+		case string:
+			fs.String(f.flag, v, f.usage)
+		case []string:
+			fs.StringArray(f.flag, v, f.usage)
+		case bool:
+			fs.Bool(f.flag, v, f.usage)
+		case int:
+			fs.Int(f.flag, v, f.usage)
+		case time.Duration:
+			fs.Duration(f.flag, v, f.usage)
+		default:
+			panic(fmt.Sprintf("config: flag %s has unsupported type %T", f.flag, v))
+		}
+	}
+}
+
+// SearchPaths returns the config files tried, in order, when --config is
+// not given.
+func SearchPaths() []string { return []string{"ferry.yaml", "/etc/ferry/ferry.yaml"} }
+
+// Load fills a Config from, in rising precedence: the embedded defaults, the
+// config file (path, or the first of SearchPaths() that exists), FERRY_*
+// environment variables, and the flags in fs that were set. Unknown keys in
+// the file are errors. It does not validate. It returns the file it read ("" if
+// none).
+func Load(path string, fs *pflag.FlagSet, environ []string) (Config, string, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	for k, val := range flatten(Default()) {
+		v.SetDefault(k, val)
+	}
+	used := ""
+	if path == "" {
+		for _, p := range SearchPaths() {
+			if _, err := os.Stat(p); err == nil {
+				path = p
+				break
+			}
+		}
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, "", fmt.Errorf("config file: %w", err)
+		}
+		if err := checkKnownKeys(b); err != nil {
+			return Config{}, "", fmt.Errorf("config file %s: %w", path, err)
+		}
+		if err := v.MergeConfig(bytes.NewReader(b)); err != nil {
+			return Config{}, "", fmt.Errorf("config file %s: %w", path, err)
+		}
+		used = path
+	}
+	env := map[string]string{}
+	for _, kv := range environ {
+		k, val, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(k, "FERRY_") {
+			env[k] = val
+		}
+	}
+	for k := range flatten(Default()) {
+		name := EnvName(k)
+		if val, ok := env[name]; ok {
+			v.Set(k, val)
+			delete(env, name)
+		}
+	}
+	for name := range env {
+		switch name {
+		case "FERRY_CONFIG":
+		default:
+			return Config{}, "", fmt.Errorf("environment variable %s is not a ferry setting (see configs/ferry.yaml for the keys)", name)
+		}
+	}
+	if fs != nil {
+		for _, f := range flagKeys {
+			fl := fs.Lookup(f.flag)
+			if fl == nil || !fl.Changed {
+				continue
+			}
+			if sv, ok := fl.Value.(pflag.SliceValue); ok {
+				v.Set(f.key, sv.GetSlice())
+			} else {
+				v.Set(f.key, fl.Value.String())
+			}
+		}
+	}
+	var c Config
+	dec := viper.DecoderConfigOption(func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err := v.Unmarshal(&c, dec); err != nil {
+		return Config{}, "", fmt.Errorf("config: %w", err)
+	}
+	return c, used, nil
+}
+
+// EnvName is the environment variable for a config key:
+// "relay.allowed-peers" -> FERRY_RELAY_ALLOWED_PEERS.
+func EnvName(key string) string {
+	return "FERRY_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
+}
+
+// Keys lists every config key, dotted.
+func Keys() []string {
+	m := flatten(Default())
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// checkKnownKeys rejects keys the Config does not have, naming them.
+func checkKnownKeys(b []byte) error {
+	var raw map[string]any
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	known := flatten(Default())
+	var errs []error
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, val := range m {
+			key := prefix + k
+			if sub, ok := val.(map[string]any); ok {
+				if _, leaf := known[key]; !leaf {
+					walk(key+".", sub)
+					continue
+				}
+			}
+			if _, ok := known[key]; !ok {
+				errs = append(errs, fmt.Errorf("%s: unknown key (see configs/ferry.yaml for the keys)", key))
+			}
+		}
+	}
+	walk("", raw)
+	return errors.Join(errs...)
+}
+
+// flatten maps every leaf of c to its dotted key.
+func flatten(c Config) map[string]any {
+	out := map[string]any{}
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("mapstructure")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fv := v.Field(i)
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+				walk(prefix+tag+".", fv)
+				continue
+			}
+			val := fv.Interface()
+			if s, ok := val.([]string); ok && s == nil {
+				val = []string{}
+			}
+			out[prefix+tag] = val
+		}
+	}
+	walk("", reflect.ValueOf(c))
+	return out
+}
+
+// YAML renders the configuration, secrets redacted, as a config file.
+func (c Config) YAML() ([]byte, error) {
+	r := c.Redacted()
+	m := map[string]any{}
+	for k, v := range flatten(r) {
+		if d, ok := v.(time.Duration); ok {
+			v = d.String()
+		}
+		parts := strings.Split(k, ".")
+		cur := m
+		for _, p := range parts[:len(parts)-1] {
+			next, ok := cur[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				cur[p] = next
+			}
+			cur = next
+		}
+		cur[parts[len(parts)-1]] = v
+	}
+	return yaml.Marshal(m)
+}
