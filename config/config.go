@@ -22,6 +22,10 @@ type Config struct {
 	// Software is sent in the SOFTWARE attribute of STUN responses. Empty
 	// disables the attribute.
 	Software string `mapstructure:"software"`
+	// PublicHost is the DNS name or address clients use to reach ferry, put
+	// in the iceServers URLs ferry hands out. Empty: the external IP, else the
+	// relay address.
+	PublicHost string `mapstructure:"public-host"`
 	// Listen lists the listener URLs: udp://, tcp://, tls://, dtls://.
 	Listen []string `mapstructure:"listen"`
 	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listener;
@@ -186,8 +190,8 @@ func ParseListener(s string) (Listener, error) {
 		return Listener{}, fmt.Errorf("%q: host %q is not an IP address (use 0.0.0.0 or [::] for every interface)", s, host)
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || p == 0 {
-		return Listener{}, fmt.Errorf("%q: port %q is not a port from 1 to 65535", s, port)
+	if err != nil {
+		return Listener{}, fmt.Errorf("%q: port %q is not a port from 1 to 65535 (0 picks a free one)", s, port)
 	}
 	return Listener{Transport: t, Addr: netip.AddrPortFrom(ip.Unmap(), uint16(p))}, nil
 }
@@ -311,6 +315,9 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(c.Realm) == "" {
 		add("realm", errors.New("must not be empty; set it to your domain, e.g. example.com"))
 	}
+	if strings.ContainsAny(c.PublicHost, "/:?#@ ") && !isIP(c.PublicHost) {
+		add("public-host", fmt.Errorf("%q is not a host name or IP address (no scheme or port)", c.PublicHost))
+	}
 	if len(c.Listen) == 0 {
 		add("listen", errors.New("no listeners; add at least one, e.g. udp://0.0.0.0:3478"))
 	}
@@ -386,6 +393,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 // checkUser validates one "name=password" or "name=0x<32 hex>" entry

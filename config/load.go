@@ -21,6 +21,7 @@ var flagKeys = []struct {
 }{
 	{"realm", "realm", "long-term credential realm"},
 	{"software", "software", "SOFTWARE attribute in STUN responses (empty: none)"},
+	{"public-host", "public-host", "host name or IP clients use to reach ferry, for the iceServers it hands out"},
 	{"listen", "listen", "listener URL, repeatable: udp://127.0.0.1:3478, tcp://[::1]:3478, tls://0.0.0.0:5349, dtls://0.0.0.0:5349"},
 	{"udp-sockets", "udp-sockets", "SO_REUSEPORT sockets per UDP listener (0: one per CPU)"},
 	{"tls-cert", "tls.cert", "PEM certificate (chain) for tls:// and dtls:// listeners"},

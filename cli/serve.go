@@ -1,0 +1,307 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferryrtc/ferry/auth"
+	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/creds"
+	"github.com/ferryrtc/ferry/listen"
+	"github.com/ferryrtc/ferry/server"
+)
+
+func newServe(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the STUN/TURN server",
+		Long: `Run the STUN/TURN server on every configured listener.
+
+With no configuration at all it listens on UDP and TCP 3478 on every
+interface, makes a random shared secret for this run and prints an
+iceServers list with a credential valid for one hour.
+
+SIGHUP re-reads users, secrets and the TLS certificate without dropping
+allocations; SIGINT and SIGTERM close listeners and allocations and exit 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd, e)
+		},
+	}
+	addConfigFlags(cmd)
+	return cmd
+}
+
+// runtimeState is what serve built, for reloads.
+type runtimeState struct {
+	cfg       config.Config
+	generated string // secret made for this run, if none was configured
+	authn     *auth.Authenticator
+	certs     *listen.Certs
+}
+
+func serve(cmd *cobra.Command, e *env) error {
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	cfg, used, err := loadConfig(cmd, e)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, e)
+	if used != "" {
+		log.Info("config file read", "path", used)
+	}
+	st := &runtimeState{cfg: cfg}
+	if len(cfg.Auth.Users) == 0 && len(cfg.Auth.Secrets) == 0 {
+		st.generated, err = randomSecret()
+		if err != nil {
+			return err
+		}
+	}
+	snap, err := st.snapshot(cfg)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	st.authn = auth.New(snap, log, time.Now)
+
+	listeners, _ := cfg.Listeners()
+	ifAddrs := listen.InterfaceAddrs()
+	relay4, relay6, err := relayIPs(cfg, ifAddrs)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if cfg.TLS.Cert != "" {
+		st.certs, err = listen.LoadCerts(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("tls.cert/tls.key: %w", err)}
+		}
+		go st.certs.Watch(ctx, 10*time.Second,
+			func(err error) { log.Error("TLS certificate reload failed; serving the old one", "err", err) },
+			func() { log.Info("TLS certificate reloaded from disk") })
+	}
+	socks, bound, err := openSockets(ctx, cfg, listeners, st.certs, log)
+	if err != nil {
+		return err
+	}
+	self := append([]netip.Addr(nil), ifAddrs...)
+	for _, l := range bound {
+		self = append(self, l.Addr.Addr())
+	}
+	srv, err := server.New(server.Options{
+		Config:  cfg,
+		RelayV4: relay4,
+		RelayV6: relay6,
+		Self:    self,
+		Auth:    st.authn,
+		Log:     log,
+	}, socks)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	attrs := []any{"version", Version(), "realm", cfg.Realm}
+	for _, l := range bound {
+		attrs = append(attrs, "listen", l.String())
+	}
+	attrs = append(attrs, "relay_v4", relay4, "relay_v6", relay6, "relay_ports", cfg.Relay.Ports)
+	log.Info("ferry ready", attrs...)
+	if !cfg.Relay.AllowLoopbackPeers && len(cfg.Relay.AllowedPeers) == 0 {
+		log.Info("peer policy: relaying only to public addresses (see relay.allowed-peers)")
+	}
+	if st.generated != "" {
+		if err := st.banner(e, bound); err != nil {
+			return err
+		}
+	}
+
+	sigs, stop := e.signals()
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return shutdown(srv, log)
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				st.reload(cmd, e, log)
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String(), "allocations", srv.AllocationCount())
+			return shutdown(srv, log)
+		}
+	}
+}
+
+func shutdown(srv *server.Server, log *slog.Logger) error {
+	if err := srv.Close(); err != nil {
+		log.Warn("close", "err", err)
+	}
+	log.Info("ferry stopped")
+	return nil
+}
+
+// snapshot builds the credential snapshot, adding the run's generated secret
+// when the configuration has no users or secrets.
+func (st *runtimeState) snapshot(cfg config.Config) (*auth.Snapshot, error) {
+	secrets := cfg.Auth.Secrets
+	if len(cfg.Auth.Users) == 0 && len(secrets) == 0 && st.generated != "" {
+		secrets = []string{st.generated}
+	}
+	s, err := auth.NewSnapshot(cfg.Realm, cfg.Auth.Users, secrets)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	return s, nil
+}
+
+// reload re-reads the configuration on SIGHUP and swaps in new users and
+// secrets and the TLS certificate. A bad configuration is logged and the old
+// one keeps serving. Settings that need a restart are reported.
+func (st *runtimeState) reload(cmd *cobra.Command, e *env, log *slog.Logger) {
+	cfg, _, err := loadConfig(cmd, e)
+	if err != nil {
+		log.Error("reload refused; the running configuration stays", "err", err)
+		return
+	}
+	snap, err := st.snapshot(cfg)
+	if err != nil {
+		log.Error("reload refused; the running configuration stays", "err", err)
+		return
+	}
+	if st.certs != nil {
+		if err := st.certs.Reload(); err != nil {
+			log.Error("TLS certificate reload failed; serving the old one", "err", err)
+		}
+	}
+	old := st.authn.Swap(snap)
+	log.Info("configuration reloaded", "auth", auth.Diff(old, snap))
+	if fmt.Sprint(cfg.Listen) != fmt.Sprint(st.cfg.Listen) || fmt.Sprint(cfg.Relay) != fmt.Sprint(st.cfg.Relay) ||
+		cfg.Realm != st.cfg.Realm {
+		log.Warn("listen, relay and realm changes take effect only after a restart")
+	}
+}
+
+// banner prints the ready-to-paste iceServers for the generated secret.
+func (st *runtimeState) banner(e *env, bound []config.Listener) error {
+	host := advertisedHost(st.cfg)
+	c, err := creds.Mint(st.authn.Snapshot(), "", time.Hour, time.Hour, time.Now(), host, bound)
+	if err != nil {
+		return fmt.Errorf("mint start-up credential: %w", err)
+	}
+	b, err := json.MarshalIndent(map[string]any{"iceServers": c.ICEServers}, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, `
+No users or secrets are configured, so ferry made a shared secret for this run.
+Paste this into new RTCPeerConnection(...) or new Peer({config: ...}); it is
+valid until %s. Configure auth.secrets (or --auth-secret) for real use.
+
+%s
+
+`, c.ExpiresAt.Format(time.RFC3339), b)
+	return nil
+}
+
+func randomSecret() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate secret: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// relayIPs returns the configured relay bind addresses, detecting a family
+// that is not configured when relay.ip is empty.
+func relayIPs(cfg config.Config, ifAddrs []netip.Addr) (v4, v6 netip.Addr, err error) {
+	v4, v6, err = cfg.Relay.RelayIPs()
+	if err != nil {
+		return v4, v6, fmt.Errorf("relay.ip: %w", err)
+	}
+	if len(cfg.Relay.IP) == 0 {
+		v4, v6 = listen.DetectRelayIPs(ifAddrs)
+	}
+	return v4, v6, nil
+}
+
+// openSockets opens every listener. With the embedded default listeners an
+// IPv6 wildcard the host cannot bind is skipped with a warning. It returns
+// the listeners as bound (real ports when 0 was asked for).
+func openSockets(ctx context.Context, cfg config.Config, ls []config.Listener, certs *listen.Certs, log *slog.Logger) (server.Sockets, []config.Listener, error) {
+	var s server.Sockets
+	var bound []config.Listener
+	fail := func(err error) (server.Sockets, []config.Listener, error) {
+		for _, pc := range s.Packet {
+			_ = pc.Close()
+		}
+		for _, l := range s.Stream {
+			_ = l.Close()
+		}
+		return server.Sockets{}, nil, err
+	}
+	n := cfg.UDPSockets
+	if n == 0 {
+		n = runtime.NumCPU()
+	}
+	for _, l := range ls {
+		var addr net.Addr
+		var err error
+		switch l.Transport {
+		case config.UDP:
+			var pcs []net.PacketConn
+			pcs, err = listen.UDP(ctx, l, n)
+			if err == nil {
+				s.Packet = append(s.Packet, pcs...)
+				addr = pcs[0].LocalAddr()
+			}
+		case config.TCP:
+			var ln net.Listener
+			ln, err = listen.TCP(ctx, l)
+			if err == nil {
+				s.Stream = append(s.Stream, ln)
+				addr = ln.Addr()
+			}
+		case config.TLSt:
+			var ln net.Listener
+			ln, err = listen.TLS(ctx, l, certs)
+			if err == nil {
+				s.Stream = append(s.Stream, ln)
+				addr = ln.Addr()
+			}
+		case config.DTLS:
+			var ln net.Listener
+			ln, err = listen.DTLS(l, certs)
+			if err == nil {
+				s.Stream = append(s.Stream, ln)
+				addr = ln.Addr()
+			}
+		}
+		if err != nil {
+			if cfg.DefaultListen() && l.Addr.Addr().Is6() && listen.Unavailable(err) {
+				log.Warn("IPv6 is not available on this host; serving IPv4 only", "listener", l.String(), "err", err)
+				continue
+			}
+			return fail(&exitError{code: 1, err: err})
+		}
+		b := l
+		if ap, perr := netip.ParseAddrPort(addr.String()); perr == nil {
+			b.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		bound = append(bound, b)
+	}
+	if len(bound) == 0 {
+		return fail(&exitError{code: 1, err: errors.New("no listener could be opened")})
+	}
+	return s, bound, nil
+}

@@ -1,0 +1,139 @@
+package listen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ferryrtc/ferry/config"
+)
+
+// reusePort sets SO_REUSEADDR and SO_REUSEPORT so several sockets share one
+// address and the kernel spreads clients across them by 4-tuple hash.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// UDP opens n UDP sockets bound to l's address with SO_REUSEPORT. With port
+// 0 the first socket picks the port and the others join it. On error every
+// socket opened so far is closed.
+func UDP(ctx context.Context, l config.Listener, n int) ([]net.PacketConn, error) {
+	if n < 1 {
+		n = 1
+	}
+	lc := net.ListenConfig{Control: reusePort}
+	addr := l.Addr.String()
+	conns := make([]net.PacketConn, 0, n)
+	for i := 0; i < n; i++ {
+		pc, err := lc.ListenPacket(ctx, l.Network(), addr)
+		if err != nil {
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			return nil, fmt.Errorf("listen %s (socket %d of %d): %w", l, i+1, n, err)
+		}
+		if i == 0 {
+			// Later sockets join the port the first one got.
+			addr = pc.LocalAddr().String()
+		}
+		conns = append(conns, pc)
+	}
+	return conns, nil
+}
+
+// TCP opens a TCP listener on l's address.
+func TCP(ctx context.Context, l config.Listener) (net.Listener, error) {
+	lc := net.ListenConfig{Control: reusePort}
+	ln, err := lc.Listen(ctx, l.Network(), l.Addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", l, err)
+	}
+	return ln, nil
+}
+
+// Unavailable reports whether err means the host lacks the address family
+// or address (an IPv6 wildcard on a host without IPv6), as opposed to a real
+// failure such as a port in use.
+func Unavailable(err error) bool {
+	return errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL) ||
+		errors.Is(err, syscall.EPROTONOSUPPORT)
+}
+
+// InterfaceAddrs returns every unicast address configured on the host's
+// interfaces that are up.
+func InterfaceAddrs() []netip.Addr {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			p, err := netip.ParsePrefix(a.String())
+			if err != nil {
+				continue
+			}
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out
+}
+
+// DetectRelayIPs picks, per family, the address relays bind to when none is
+// configured: the first global unicast address on an interface that is up,
+// else the first private one, else loopback. A family with none
+// of these comes back invalid: relays of that family are not offered.
+func DetectRelayIPs(addrs []netip.Addr) (v4, v6 netip.Addr) {
+	rank := func(a netip.Addr) int {
+		switch {
+		case a.IsLoopback():
+			return 1
+		case a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsMulticast():
+			return 0
+		case a.IsPrivate():
+			return 2
+		case a.IsGlobalUnicast():
+			return 3
+		}
+		return 0
+	}
+	best4, best6 := 0, 0
+	for _, a := range addrs {
+		r := rank(a)
+		if a.Is4() && r > best4 {
+			v4, best4 = a, r
+		}
+		if a.Is6() && r > best6 {
+			v6, best6 = a, r
+		}
+	}
+	return v4, v6
+}
+
+// HostPort joins an address and port for net.Dial-style APIs.
+func HostPort(a netip.Addr, port int) string {
+	return net.JoinHostPort(a.String(), strconv.Itoa(port))
+}

@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/auth"
+	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/edge"
+	"github.com/ferryrtc/ferry/relay"
+)
+
+// Options is what New needs beyond the sockets.
+type Options struct {
+	// Config is the validated configuration.
+	Config config.Config
+	// RelayV4 and RelayV6 are the addresses relay sockets bind to, resolved
+	// by the caller (configured or detected); an invalid one turns that
+	// family's relays off.
+	RelayV4, RelayV6 netip.Addr
+	// Self lists ferry's own addresses (listeners, interfaces); relaying to
+	// them is refused.
+	Self []netip.Addr
+	// Auth authenticates requests; the caller keeps it to swap snapshots on
+	// reload.
+	Auth *auth.Authenticator
+	// Log receives ferry's and pion's logs.
+	Log *slog.Logger
+	// Events, if set, also receives pion's allocation lifecycle events
+	// (metrics, admin bookkeeping), after ferry's own logging.
+	Events turn.EventHandler
+}
+
+// Sockets are the client-facing sockets, opened by the caller. The server
+// owns them from New on and closes them in Close (or when New fails).
+type Sockets struct {
+	// Packet are UDP sockets (several per address with SO_REUSEPORT).
+	Packet []net.PacketConn
+	// Stream are TCP, TLS and DTLS listeners.
+	Stream []net.Listener
+}
+
+// Server is a running ferry TURN server.
+type Server struct {
+	turn    *turn.Server
+	log     *slog.Logger
+	policy  *relay.Policy
+	ports   *relay.PortAllocator
+	edge    *edge.Counters
+	started time.Time
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds and starts the server on the given sockets. On error every
+// socket is closed.
+func New(o Options, s Sockets) (*Server, error) {
+	srv, err := build(o, s)
+	if err != nil {
+		for _, pc := range s.Packet {
+			_ = pc.Close()
+		}
+		for _, l := range s.Stream {
+			_ = l.Close()
+		}
+		return nil, err
+	}
+	return srv, nil
+}
+
+func build(o Options, s Sockets) (*Server, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Auth == nil {
+		return nil, errors.New("server: no authenticator")
+	}
+	if len(s.Packet) == 0 && len(s.Stream) == 0 {
+		return nil, errors.New("server: no sockets to serve")
+	}
+	cfg := o.Config
+	allowed, err := config.ParsePrefixes(cfg.Relay.AllowedPeers)
+	if err != nil {
+		return nil, fmt.Errorf("relay.allowed-peers: %w", err)
+	}
+	denied, err := config.ParsePrefixes(cfg.Relay.DeniedPeers)
+	if err != nil {
+		return nil, fmt.Errorf("relay.denied-peers: %w", err)
+	}
+	ext4, ext6, err := cfg.Relay.ExternalIPs()
+	if err != nil {
+		return nil, fmt.Errorf("relay.external-ip: %w", err)
+	}
+	lo, hi, err := cfg.Relay.PortRange()
+	if err != nil {
+		return nil, fmt.Errorf("relay.ports: %w", err)
+	}
+	self := append([]netip.Addr(nil), o.Self...)
+	for _, a := range []netip.Addr{o.RelayV4, o.RelayV6, ext4, ext6} {
+		if a.IsValid() {
+			self = append(self, a)
+		}
+	}
+	policy, err := relay.NewPolicy(relay.PolicyOptions{
+		AllowLoopback: cfg.Relay.AllowLoopbackPeers,
+		Allowed:       allowed,
+		Denied:        denied,
+		Self:          self,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("peer policy: %w", err)
+	}
+	ports, err := relay.NewPortAllocator(relay.PortAllocatorConfig{
+		Bind4:      o.RelayV4,
+		Bind6:      o.RelayV6,
+		Advertise4: ext4,
+		Advertise6: ext6,
+		MinPort:    lo,
+		MaxPort:    hi,
+		Policy:     policy,
+		Log:        o.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay ports: %w", err)
+	}
+
+	counters := &edge.Counters{}
+	eo := edge.Options{
+		Software: cfg.Software,
+		Inspect:  o.Auth.Inspect,
+		Counters: counters,
+		Log:      o.Log,
+	}
+	perm := relay.NewPermissionHandler(policy, o.Log, nil)
+	sc := turn.ServerConfig{
+		LoggerFactory:      pionLoggerFactory{log: o.Log},
+		Realm:              cfg.Realm,
+		AuthHandler:        o.Auth.Handler(),
+		EventHandler:       events(o.Log, o.Events),
+		AllocationLifetime: cfg.Relay.AllocationLifetime,
+	}
+	for _, pc := range s.Packet {
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
+			PacketConn:            edge.WrapPacketConn(pc, eo),
+			RelayAddressGenerator: ports,
+			PermissionHandler:     perm,
+		})
+	}
+	for _, l := range s.Stream {
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
+			Listener:              edge.WrapListener(l, eo),
+			RelayAddressGenerator: ports,
+			PermissionHandler:     perm,
+		})
+	}
+	ts, err := turn.NewServer(sc)
+	if err != nil {
+		return nil, fmt.Errorf("start TURN server: %w", err)
+	}
+	return &Server{
+		turn:    ts,
+		log:     o.Log,
+		policy:  policy,
+		ports:   ports,
+		edge:    counters,
+		started: time.Now(),
+	}, nil
+}
+
+// AllocationCount returns the number of live allocations.
+func (s *Server) AllocationCount() int { return s.turn.AllocationCount() }
+
+// EdgeCounters returns the client-facing packet counters.
+func (s *Server) EdgeCounters() *edge.Counters { return s.edge }
+
+// Policy returns the peer address policy in force.
+func (s *Server) Policy() *relay.Policy { return s.policy }
+
+// Close closes every socket and allocation. It is safe to call more than
+// once; later calls return the first result.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.turn.Close()
+	})
+	return s.closeErr
+}
+
+// events logs allocation lifecycle at info (one line per allocation created
+// and deleted, nothing per packet) and forwards to next.
+func events(log *slog.Logger, next turn.EventHandler) turn.EventHandler {
+	return turn.EventHandler{
+		OnAuth: func(src, dst net.Addr, proto, username, realm, method string, verdict bool) {
+			if !verdict {
+				log.Debug("authentication failed", "client", src, "listener", dst, "transport", proto,
+					"username", username, "method", method)
+			}
+			if next.OnAuth != nil {
+				next.OnAuth(src, dst, proto, username, realm, method, verdict)
+			}
+		},
+		OnAllocationCreated: func(src, dst net.Addr, proto, user, realm string, relayAddr net.Addr, reqPort int) {
+			log.Info("allocation created", "client", src, "listener", dst, "transport", proto,
+				"user", user, "relay", relayAddr)
+			if next.OnAllocationCreated != nil {
+				next.OnAllocationCreated(src, dst, proto, user, realm, relayAddr, reqPort)
+			}
+		},
+		OnAllocationDeleted: func(src, dst net.Addr, proto, user, realm string) {
+			log.Info("allocation deleted", "client", src, "listener", dst, "transport", proto, "user", user)
+			if next.OnAllocationDeleted != nil {
+				next.OnAllocationDeleted(src, dst, proto, user, realm)
+			}
+		},
+		OnAllocationError: func(src, dst net.Addr, proto, msg string) {
+			log.Log(context.Background(), LevelTrace, "request failed", "client", src, "listener", dst, "error", msg)
+			if next.OnAllocationError != nil {
+				next.OnAllocationError(src, dst, proto, msg)
+			}
+		},
+		OnPermissionCreated: next.OnPermissionCreated,
+		OnPermissionDeleted: next.OnPermissionDeleted,
+		OnChannelCreated:    next.OnChannelCreated,
+		OnChannelDeleted:    next.OnChannelDeleted,
+	}
+}
