@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -111,6 +112,21 @@ func serve(cmd *cobra.Command, e *env) error {
 		return err
 	}
 	defer srv.Close()
+	var draining atomic.Bool
+	if cfg.HTTP.Listen != "" {
+		hs, err := startHTTP(ctx, cfg.HTTP.Listen, httpHandler(httpDeps{
+			cfg: cfg, srv: srv, authn: st.authn, bound: bound, log: log, draining: &draining,
+		}), log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := hs.shutdown(5 * time.Second); err != nil {
+				log.Warn("http shutdown", "err", err)
+			}
+		}()
+		log.Info("http listening", "addr", hs.addr.String())
+	}
 	attrs := []any{"version", Version(), "realm", cfg.Realm}
 	for _, l := range bound {
 		attrs = append(attrs, "listen", l.String())
@@ -137,6 +153,7 @@ func serve(cmd *cobra.Command, e *env) error {
 				st.reload(cmd, e, log)
 				continue
 			}
+			draining.Store(true)
 			log.Info("shutting down", "signal", sig.String(), "allocations", srv.AllocationCount())
 			return shutdown(srv, log)
 		}

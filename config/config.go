@@ -330,7 +330,7 @@ func (c *Config) Validate() error {
 			needTLS = true
 		}
 		k := l.Network() + " " + l.Addr.String()
-		if seen[k] {
+		if seen[k] && l.Addr.Port() != 0 {
 			add("listen", fmt.Errorf("%s is listed twice", l))
 		}
 		seen[k] = true
@@ -366,13 +366,26 @@ func (c *Config) Validate() error {
 	if c.Relay.AllocationLifetime < 30*time.Second || c.Relay.AllocationLifetime > time.Hour {
 		add("relay.allocation-lifetime", fmt.Errorf("%s is out of range; use 30s to 1h (RFC 8656 default 10m)", c.Relay.AllocationLifetime))
 	}
+	names := map[string]bool{}
 	for _, u := range c.Auth.Users {
-		add("auth.users", checkUser(u))
+		if err := checkUser(u); err != nil {
+			add("auth.users", err)
+			continue
+		}
+		name, _, _ := strings.Cut(u, "=")
+		if names[name] {
+			add("auth.users", fmt.Errorf("user %q is listed twice", name))
+		}
+		names[name] = true
 	}
+	secrets := map[string]int{}
 	for i, s := range c.Auth.Secrets {
 		if s == "" {
 			add("auth.secrets", fmt.Errorf("secret #%d is empty", i+1))
+		} else if j, dup := secrets[s]; dup {
+			add("auth.secrets", fmt.Errorf("secret #%d repeats secret #%d", i+1, j))
 		}
+		secrets[s] = i + 1
 	}
 	if c.Auth.MaxTTL < time.Minute || c.Auth.MaxTTL > 30*24*time.Hour {
 		add("auth.max-ttl", fmt.Errorf("%s is out of range; use 1m to 720h", c.Auth.MaxTTL))

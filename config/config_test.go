@@ -50,6 +50,8 @@ func TestValidateNamesKey(t *testing.T) {
 		{"bad denied cidr", func(c *Config) { c.Relay.DeniedPeers = []string{"x"} }, "relay.denied-peers", "CIDR"},
 		{"user without password", func(c *Config) { c.Auth.Users = []string{"alice"} }, "auth.users", "name=password"},
 		{"user bad hex key", func(c *Config) { c.Auth.Users = []string{"alice=0x1234"} }, "auth.users", "32 hex"},
+		{"user twice", func(c *Config) { c.Auth.Users = []string{"a=1", "a=2"} }, "auth.users", "twice"},
+		{"secret twice", func(c *Config) { c.Auth.Secrets = []string{"s", "s"} }, "auth.secrets", "repeats"},
 		{"empty secret", func(c *Config) { c.Auth.Secrets = []string{""} }, "auth.secrets", "empty"},
 		{"lifetime too short", func(c *Config) { c.Relay.AllocationLifetime = time.Second }, "relay.allocation-lifetime", "30s"},
 		{"bad log level", func(c *Config) { c.Log.Level = "loud" }, "log.level", "debug, info"},
