@@ -16,6 +16,7 @@ import (
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/edge"
 	"github.com/ferryrtc/ferry/relay"
+	"github.com/ferryrtc/ferry/rfc5780"
 )
 
 // Options is what New needs beyond the sockets.
@@ -37,6 +38,12 @@ type Options struct {
 	// Events, if set, also receives pion's allocation lifecycle events
 	// (metrics, admin bookkeeping), after ferry's own logging.
 	Events turn.EventHandler
+	// Alternates are the RFC 5780 alternate sockets of UDP listeners, keyed
+	// by the listener's bound address, opened by the caller. The server owns
+	// them from New on (also when New fails). UDP sockets without an entry
+	// answer Binding requests without OTHER-ADDRESS and CHANGE-REQUEST with
+	// 420.
+	Alternates map[netip.AddrPort]rfc5780.Alternates
 }
 
 // Sockets are the client-facing sockets, opened by the caller. The server
@@ -55,6 +62,8 @@ type Server struct {
 	policy  *relay.Policy
 	ports   *relay.PortAllocator
 	edge    *edge.Counters
+	stun    *rfc5780.Counters
+	stunRs  []*rfc5780.Responder
 	started time.Time
 
 	closeOnce sync.Once
@@ -72,12 +81,15 @@ func New(o Options, s Sockets) (*Server, error) {
 		for _, l := range s.Stream {
 			_ = l.Close()
 		}
+		for _, a := range o.Alternates {
+			_ = a.Close() // no-op for those a Responder already closed
+		}
 		return nil, err
 	}
 	return srv, nil
 }
 
-func build(o Options, s Sockets) (*Server, error) {
+func build(o Options, s Sockets) (_ *Server, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -136,10 +148,22 @@ func build(o Options, s Sockets) (*Server, error) {
 	counters := &edge.Counters{}
 	eo := edge.Options{
 		Software: cfg.Software,
-		Inspect:  o.Auth.Inspect,
+		Screen:   o.Auth.Screen,
 		Counters: counters,
 		Log:      o.Log,
 	}
+	stunCounters := &rfc5780.Counters{}
+	responders, err := newResponders(o, s.Packet, stunCounters)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			for _, r := range responders {
+				_ = r.Close()
+			}
+		}
+	}()
 	perm := relay.NewPermissionHandler(policy, o.Log, nil)
 	sc := turn.ServerConfig{
 		LoggerFactory:      pionLoggerFactory{log: o.Log},
@@ -150,7 +174,7 @@ func build(o Options, s Sockets) (*Server, error) {
 	}
 	for _, pc := range s.Packet {
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            edge.WrapPacketConn(pc, eo),
+			PacketConn:            responders[localAddrPort(pc)].Wrap(edge.WrapPacketConn(pc, eo)),
 			RelayAddressGenerator: ports,
 			PermissionHandler:     perm,
 		})
@@ -166,14 +190,62 @@ func build(o Options, s Sockets) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start TURN server: %w", err)
 	}
+	rs := make([]*rfc5780.Responder, 0, len(responders))
+	for _, r := range responders {
+		rs = append(rs, r)
+	}
 	return &Server{
 		turn:    ts,
 		log:     o.Log,
 		policy:  policy,
 		ports:   ports,
 		edge:    counters,
+		stun:    stunCounters,
+		stunRs:  rs,
 		started: time.Now(),
 	}, nil
+}
+
+// newResponders builds one RFC 5780 responder per UDP listener address,
+// with that listener's alternates. Alternates of no listener are closed.
+func newResponders(o Options, packet []net.PacketConn, c *rfc5780.Counters) (map[netip.AddrPort]*rfc5780.Responder, error) {
+	out := map[netip.AddrPort]*rfc5780.Responder{}
+	for _, pc := range packet {
+		key := localAddrPort(pc)
+		if out[key] != nil {
+			continue
+		}
+		r, err := rfc5780.New(rfc5780.Options{
+			Alternates: o.Alternates[key],
+			Software:   o.Config.Software,
+			Counters:   c,
+			Log:        o.Log,
+		})
+		if err != nil {
+			for _, r := range out {
+				_ = r.Close()
+			}
+			return nil, fmt.Errorf("RFC 5780 alternates of %s: %w", key, err)
+		}
+		out[key] = r
+	}
+	for key, a := range o.Alternates {
+		if out[key] == nil {
+			o.Log.Warn("RFC 5780 alternates for an address with no UDP socket; closing them", "address", key)
+			_ = a.Close()
+		}
+	}
+	return out, nil
+}
+
+// localAddrPort is pc's local address, unmapped; the zero AddrPort if it
+// is not an IP address.
+func localAddrPort(pc net.PacketConn) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(pc.LocalAddr().String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // AllocationCount returns the number of live allocations.
@@ -182,6 +254,9 @@ func (s *Server) AllocationCount() int { return s.turn.AllocationCount() }
 // EdgeCounters returns the client-facing packet counters.
 func (s *Server) EdgeCounters() *edge.Counters { return s.edge }
 
+// STUNCounters returns the counters of the RFC 5780 Binding responders.
+func (s *Server) STUNCounters() *rfc5780.Counters { return s.stun }
+
 // Policy returns the peer address policy in force.
 func (s *Server) Policy() *relay.Policy { return s.policy }
 
@@ -189,7 +264,11 @@ func (s *Server) Policy() *relay.Policy { return s.policy }
 // once; later calls return the first result.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		s.closeErr = s.turn.Close()
+		errs := []error{s.turn.Close()}
+		for _, r := range s.stunRs {
+			errs = append(errs, r.Close())
+		}
+		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }

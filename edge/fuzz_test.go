@@ -1,0 +1,193 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/pion/stun/v3"
+)
+
+// seedMessages are well-formed and near-miss inputs for every fuzz target.
+func seedMessages(f *testing.F) [][]byte {
+	binding := msgBindingRequest(f)
+	badCookie := bytes.Clone(binding)
+	badCookie[4] = 0
+	return [][]byte{
+		binding,
+		msgBindingSuccess(f),
+		msgAllocateWithIntegrity(f),
+		msgSendIndication(f),
+		msgChannelBindDenied(f),
+		build(f, typeOf(stun.MethodChannelBind, stun.ClassErrorResponse),
+			&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized}, stun.NewNonce("n"), stun.NewRealm("r"), stun.Fingerprint),
+		build(f, typeOf(stun.MethodCreatePermission, stun.ClassErrorResponse),
+			&stun.ErrorCodeAttribute{Code: stun.CodeForbidden}, stun.NewShortTermIntegrity("k")),
+		channelData(0x4000, []byte("hello"), false),
+		channelData(0x7FFF, []byte("hello"), true),
+		channelData(0x4000, nil, false),
+		binding[:len(binding)-4],
+		badCookie,
+		{0xFF, 0x00, 0x00, 0x00},
+		{},
+	}
+}
+
+func FuzzClassify(f *testing.F) {
+	for _, s := range seedMessages(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in := classifyDatagram(data)
+		switch in.kind {
+		case kindInvalid:
+		case kindChannelData:
+			num := be16(data[0:2])
+			l := be16(data[2:4])
+			if num < 0x4000 || num > 0x7FFF || l != in.dataLen ||
+				len(data) < chanHeaderSize+l || len(data) > chanHeaderSize+pad4(l) {
+				t.Fatalf("accepted bad ChannelData %x as %+v", data, in)
+			}
+		default:
+			m := &stun.Message{Raw: bytes.Clone(data)}
+			if err := m.Decode(); err != nil {
+				t.Fatalf("accepted STUN that pion/stun rejects: %v", err)
+			}
+			if int(m.Length)+stunHeaderSize != len(data) {
+				t.Fatal("length mismatch accepted")
+			}
+			wantIntegrity := m.Type.Class == stun.ClassRequest && m.Contains(stun.AttrMessageIntegrity)
+			if in.integrity != wantIntegrity {
+				t.Fatalf("integrity = %v, want %v", in.integrity, wantIntegrity)
+			}
+		}
+
+		// Through the wrapper: passed exactly when classified valid and
+		// under the MTU, and passed unchanged.
+		counters := &Counters{}
+		pc := WrapPacketConn(&fakePacketConn{pkts: [][]byte{data}}, Options{Counters: counters})
+		buf := make([]byte, 2*DefaultMTU)
+		n, _, err := pc.ReadFrom(buf)
+		pass := in.kind != kindInvalid && len(data) < DefaultMTU
+		if pass != (err == nil) {
+			t.Fatalf("passed = %v, want %v", err == nil, pass)
+		}
+		if pass && !bytes.Equal(buf[:n], data) {
+			t.Fatal("datagram modified")
+		}
+		s := counters.Snapshot()
+		if got := s.Malformed + s.Oversized + s.BindingRequests + s.OtherRequests + s.Indications +
+			s.Responses + s.ChannelDataPackets; got != 1 {
+			t.Fatalf("datagram counted %d times: %+v", got, s)
+		}
+	})
+}
+
+func FuzzFrameStream(f *testing.F) {
+	seeds := seedMessages(f)
+	for i, s := range seeds {
+		f.Add(s, uint8(i), false)
+		f.Add(s, uint8(i), true)
+	}
+	f.Add(bytes.Join(seeds[:10], nil), uint8(7), false)
+	f.Add(append(channelData(0x4000, []byte("abc"), true), msgBindingRequest(f)...), uint8(1), false)
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, datagram bool) {
+		reads := chunked(data, int(chunk)%64+1)
+		if datagram {
+			reads = chunked(data, int(chunk)*8+1) // up to 2041 bytes: oversized datagrams too
+		}
+		c := wrapConn(&chunkConn{reads: reads}, Options{Counters: &Counters{}, IdleTimeout: -1}, datagram)
+		frames, err := readFrames(c, DefaultMTU)
+		if err == nil {
+			t.Fatal("readFrames ended without error")
+		}
+		if !datagram && !errors.Is(err, io.EOF) && !errors.Is(err, ErrInvalidFrame) && !errors.Is(err, ErrFrameTooLarge) {
+			t.Fatalf("unexpected error %v", err)
+		}
+		pos := 0
+		for _, fr := range frames {
+			if len(fr) >= DefaultMTU || len(fr) < chanHeaderSize {
+				t.Fatalf("frame of %d bytes", len(fr))
+			}
+			// Every frame is one whole, valid frame in stream framing.
+			if size, err := streamFrameSize(fr, DefaultMTU); err != nil || size != len(fr) {
+				t.Fatalf("frame %x is not one stream frame: %d, %v", fr, size, err)
+			}
+			if !isChannelNumber(fr[0]) {
+				if classifySTUN(fr).kind == kindInvalid {
+					t.Fatalf("invalid STUN frame %x passed", fr)
+				}
+			}
+			if datagram {
+				// Padding may be added to ChannelData, never more.
+				body := fr
+				if isChannelNumber(fr[0]) {
+					body = fr[:chanHeaderSize+be16(fr[2:4])]
+				}
+				i := bytes.Index(data[pos:], body)
+				if i < 0 {
+					t.Fatalf("frame %x not in the input after offset %d", fr, pos)
+				}
+				pos += i + len(body)
+				continue
+			}
+			if len(fr) > len(data) {
+				t.Fatal("frame longer than the input")
+			}
+			i := bytes.Index(data[pos:], fr)
+			if i < 0 {
+				t.Fatalf("frame %x not in the input after offset %d", fr, pos)
+			}
+			pos += i + len(fr)
+		}
+	})
+}
+
+func FuzzRewriteResponse(f *testing.F) {
+	for _, s := range seedMessages(f) {
+		f.Add(s, "")
+		f.Add(s, "ferry/1.0")
+	}
+	f.Fuzz(func(t *testing.T, data []byte, software string) {
+		var sw []byte
+		if software != "" {
+			sw = encodeSoftware(truncateUTF8(software, maxSoftware))
+		}
+		orig := bytes.Clone(data)
+		p, ok := planRewrite(data, sw)
+		if !ok {
+			return
+		}
+		out := appendRewritten(nil, data, p, sw)
+		if !bytes.Equal(data, orig) {
+			t.Fatal("input modified")
+		}
+		in := &stun.Message{Raw: orig}
+		if err := in.Decode(); err != nil {
+			t.Fatalf("rewrote a message pion/stun rejects: %v", err)
+		}
+		if in.Contains(stun.AttrMessageIntegrity) || in.Contains(stun.AttrMessageIntegritySHA256) {
+			t.Fatal("rewrote an integrity-protected message")
+		}
+		m, err := checkWellFormed(out)
+		if err != nil {
+			t.Fatalf("rewritten message: %v\nin  %x\nout %x", err, orig, out)
+		}
+		if m.Type != in.Type || m.TransactionID != in.TransactionID {
+			t.Fatal("type or transaction ID changed")
+		}
+		if in.Contains(stun.AttrFingerprint) != m.Contains(stun.AttrFingerprint) {
+			t.Fatal("FINGERPRINT added or lost")
+		}
+		if p.fix403 && errorCode(t, m) != 403 {
+			t.Fatalf("fix403 planned, code %d", errorCode(t, m))
+		}
+		if p.addSoftware && !m.Contains(stun.AttrSoftware) {
+			t.Fatal("SOFTWARE planned, not present")
+		}
+		if _, again := planRewrite(out, sw); again {
+			t.Fatal("rewrite is not idempotent")
+		}
+	})
+}

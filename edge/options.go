@@ -1,0 +1,146 @@
+package edge
+
+import (
+	"encoding/binary"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	// DefaultMTU is the default inbound size limit, pion's InboundMTU: a
+	// datagram or frame of this many bytes or more is oversized.
+	DefaultMTU = 1600
+	// DefaultIdleTimeout is how long a new stream connection may take to
+	// send its first complete frame.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout bounds a TLS or DTLS handshake.
+	DefaultHandshakeTimeout = 10 * time.Second
+
+	// maxSoftware is the longest SOFTWARE value RFC 8489 allows (fewer than
+	// 128 characters, at most 763 bytes).
+	maxSoftware = 763
+	// minMTU keeps a misconfigured MTU from rejecting every STUN header.
+	minMTU = 64
+)
+
+// Options configures the wrappers. The zero value wraps without SOFTWARE,
+// inspection or counting.
+type Options struct {
+	// Software, if non-empty, is added as a SOFTWARE attribute to Binding
+	// success responses and to error responses that carry no
+	// MESSAGE-INTEGRITY (before FINGERPRINT, which is recomputed). Values
+	// longer than 763 bytes are truncated.
+	Software string
+	// Screen, if set, is called with every STUN request that carries a
+	// MESSAGE-INTEGRITY attribute, before pion sees it, on the reading
+	// goroutine, with the client's address. raw is only valid during the
+	// call and must not be modified. If Screen returns a reply, the reply is
+	// sent to the client (with the response fix-ups) and the request is
+	// dropped: the auth package answers refused credentials with 401 and
+	// REALM/NONCE there, because pion v5.0.13 answers them with a bare 400.
+	Screen func(raw []byte, src net.Addr) (reply []byte)
+	// Counters, if set, receives the counts.
+	Counters *Counters
+	// Log receives connection-level events (never per packet); nil
+	// discards.
+	Log *slog.Logger
+
+	// MTU is the inbound size limit; 0 means DefaultMTU. Set it to pion's
+	// ServerConfig.InboundMTU when that is changed.
+	MTU int
+	// IdleTimeout closes a stream connection that sends no complete frame
+	// this long after Accept; 0 means DefaultIdleTimeout, negative disables.
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the lazy TLS/DTLS handshake; 0 means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+}
+
+// config is Options resolved once per wrapper and shared by its conns.
+type config struct {
+	software  []byte // encoded SOFTWARE attribute (header, value, padding); nil if none
+	screen    func([]byte, net.Addr) []byte
+	counters  *Counters
+	log       *slog.Logger
+	mtu       int
+	idle      time.Duration
+	handshake time.Duration
+	bufs      sync.Pool // *[]byte scratch for rewritten responses
+}
+
+func newConfig(o Options) *config {
+	c := &config{
+		screen:    o.Screen,
+		counters:  o.Counters,
+		log:       o.Log,
+		mtu:       o.MTU,
+		idle:      o.IdleTimeout,
+		handshake: o.HandshakeTimeout,
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.mtu == 0 {
+		c.mtu = DefaultMTU
+	}
+	if c.mtu < minMTU {
+		c.log.Warn("edge: MTU too small, using minimum", "mtu", c.mtu, "minimum", minMTU)
+		c.mtu = minMTU
+	}
+	if c.idle == 0 {
+		c.idle = DefaultIdleTimeout
+	}
+	if c.handshake <= 0 {
+		c.handshake = DefaultHandshakeTimeout
+	}
+	if o.Software != "" {
+		sw := o.Software
+		if len(sw) > maxSoftware {
+			c.log.Warn("edge: SOFTWARE value too long, truncated", "bytes", len(sw), "max", maxSoftware)
+			sw = truncateUTF8(sw, maxSoftware)
+		}
+		c.software = encodeSoftware(sw)
+	}
+	c.bufs.New = func() any {
+		b := make([]byte, 0, 1024)
+		return &b
+	}
+	return c
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// encodeSoftware returns the SOFTWARE attribute for value, padded.
+func encodeSoftware(value string) []byte {
+	b := make([]byte, attrHeaderSize, attrHeaderSize+pad4(len(value)))
+	binary.BigEndian.PutUint16(b[0:2], attrSoftware)
+	binary.BigEndian.PutUint16(b[2:4], uint16(len(value)))
+	b = append(b, value...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// getBuf and putBuf lend scratch space for a rewritten response.
+func (c *config) getBuf() *[]byte { return c.bufs.Get().(*[]byte) }
+
+func (c *config) putBuf(bp *[]byte, used []byte) {
+	if cap(used) > 64<<10 {
+		return // do not keep pathological buffers
+	}
+	*bp = used[:0]
+	c.bufs.Put(bp)
+}
