@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/httpapi"
 	"github.com/ferryrtc/ferry/server"
 )
 
@@ -23,6 +24,8 @@ type httpDeps struct {
 	bound    []config.Listener
 	log      *slog.Logger
 	draining *atomic.Bool
+	// creds serves the credentials API (httpapi.Path); nil: not mounted.
+	creds http.Handler
 }
 
 // httpHandler mounts every HTTP endpoint ferry serves on http.listen.
@@ -41,6 +44,9 @@ func httpHandler(d httpDeps) http.Handler {
 		}
 		_, _ = fmt.Fprintln(w, "ready")
 	})
+	if d.creds != nil {
+		mux.Handle(httpapi.Path, d.creds)
+	}
 	return mux
 }
 

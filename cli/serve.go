@@ -20,7 +20,9 @@ import (
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/creds"
+	"github.com/ferryrtc/ferry/httpapi"
 	"github.com/ferryrtc/ferry/listen"
+	"github.com/ferryrtc/ferry/rfc5780"
 	"github.com/ferryrtc/ferry/server"
 )
 
@@ -51,6 +53,7 @@ type runtimeState struct {
 	generated string // secret made for this run, if none was configured
 	authn     *auth.Authenticator
 	certs     *listen.Certs
+	api       *httpapi.API // credentials API; nil without http.listen
 }
 
 func serve(cmd *cobra.Command, e *env) error {
@@ -96,6 +99,11 @@ func serve(cmd *cobra.Command, e *env) error {
 	if err != nil {
 		return err
 	}
+	alts, err := openAlternates(ctx, cfg, bound)
+	if err != nil {
+		closeSockets(socks)
+		return &exitError{code: 1, err: err}
+	}
 	self := append([]netip.Addr(nil), ifAddrs...)
 	for _, l := range bound {
 		self = append(self, l.Addr.Addr())
@@ -107,6 +115,8 @@ func serve(cmd *cobra.Command, e *env) error {
 		Self:    self,
 		Auth:    st.authn,
 		Log:     log,
+
+		Alternates: alts,
 	}, socks)
 	if err != nil {
 		return err
@@ -114,8 +124,25 @@ func serve(cmd *cobra.Command, e *env) error {
 	defer srv.Close()
 	var draining atomic.Bool
 	if cfg.HTTP.Listen != "" {
+		pol, err := httpapi.NewPolicy(cfg.HTTP, cfg.Auth.MaxTTL)
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		st.api, err = httpapi.New(httpapi.Options{
+			Credentials: st.authn.Snapshot,
+			Host:        advertisedHost(cfg),
+			Listeners:   bound,
+			Log:         log,
+		}, pol)
+		if err != nil {
+			return err
+		}
+		if len(cfg.HTTP.APIKeys) == 0 && !cfg.HTTP.AllowAnonymousOrigins {
+			log.Warn("credentials API: no http.api-keys, so POST " + httpapi.Path + " refuses every call until keys are configured")
+		}
 		hs, err := startHTTP(ctx, cfg.HTTP.Listen, httpHandler(httpDeps{
 			cfg: cfg, srv: srv, authn: st.authn, bound: bound, log: log, draining: &draining,
+			creds: st.api,
 		}), log)
 		if err != nil {
 			return err
@@ -196,16 +223,27 @@ func (st *runtimeState) reload(cmd *cobra.Command, e *env, log *slog.Logger) {
 		log.Error("reload refused; the running configuration stays", "err", err)
 		return
 	}
+	var pol *httpapi.Policy
+	if st.api != nil {
+		if pol, err = httpapi.NewPolicy(cfg.HTTP, cfg.Auth.MaxTTL); err != nil {
+			log.Error("reload refused; the running configuration stays", "err", err)
+			return
+		}
+	}
 	if st.certs != nil {
 		if err := st.certs.Reload(); err != nil {
 			log.Error("TLS certificate reload failed; serving the old one", "err", err)
 		}
 	}
 	old := st.authn.Swap(snap)
-	log.Info("configuration reloaded", "auth", auth.Diff(old, snap))
+	attrs := []any{"auth", auth.Diff(old, snap)}
+	if st.api != nil {
+		attrs = append(attrs, "http", httpapi.Diff(st.api.Swap(pol), pol))
+	}
+	log.Info("configuration reloaded", attrs...)
 	if fmt.Sprint(cfg.Listen) != fmt.Sprint(st.cfg.Listen) || fmt.Sprint(cfg.Relay) != fmt.Sprint(st.cfg.Relay) ||
-		cfg.Realm != st.cfg.Realm {
-		log.Warn("listen, relay and realm changes take effect only after a restart")
+		cfg.Realm != st.cfg.Realm || cfg.HTTP.Listen != st.cfg.HTTP.Listen {
+		log.Warn("listen, relay, realm and http.listen changes take effect only after a restart")
 	}
 }
 
@@ -321,4 +359,50 @@ func openSockets(ctx context.Context, cfg config.Config, ls []config.Listener, c
 		return fail(&exitError{code: 1, err: errors.New("no listener could be opened")})
 	}
 	return s, bound, nil
+}
+
+// closeSockets closes every socket in s.
+func closeSockets(s server.Sockets) {
+	for _, pc := range s.Packet {
+		_ = pc.Close()
+	}
+	for _, l := range s.Stream {
+		_ = l.Close()
+	}
+}
+
+// openAlternates opens the RFC 5780 alternate sockets (alt-ip, alt-port) of
+// every bound UDP listener of alt-ip's family. Config validation has made
+// sure those listeners name their address.
+func openAlternates(ctx context.Context, cfg config.Config, bound []config.Listener) (map[netip.AddrPort]rfc5780.Alternates, error) {
+	alt, err := cfg.AltAddr()
+	if err != nil || !alt.IsValid() {
+		return nil, err
+	}
+	ephemeral := map[netip.Addr]bool{} // UDP listeners configured with port 0
+	ls, _ := cfg.Listeners()
+	for _, l := range ls {
+		if l.Transport == config.UDP && l.Addr.Port() == 0 {
+			ephemeral[l.Addr.Addr()] = true
+		}
+	}
+	out := map[netip.AddrPort]rfc5780.Alternates{}
+	for _, l := range bound {
+		if l.Transport != config.UDP || l.Addr.Addr().Is4() != alt.Is4() {
+			continue
+		}
+		port := cfg.AltPortFor(l.Addr.Port())
+		if ephemeral[l.Addr.Addr()] {
+			port = cfg.AltPortFor(0) // an ephemeral listener gets an ephemeral alternate
+		}
+		a, err := rfc5780.ListenAlternates(ctx, l.Addr, alt, port)
+		if err != nil {
+			for _, a := range out {
+				_ = a.Close()
+			}
+			return nil, fmt.Errorf("alt-ip/alt-port for listener %s: %w", l, err)
+		}
+		out[l.Addr] = a
+	}
+	return out, nil
 }

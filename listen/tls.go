@@ -111,12 +111,13 @@ func TLS(ctx context.Context, l config.Listener, certs *Certs) (net.Listener, er
 // server, like every other socket.
 func DTLS(l config.Listener, certs *Certs) (net.Listener, error) {
 	laddr := net.UDPAddrFromAddrPort(l.Addr)
-	ln, err := dtls.Listen(l.Network(), laddr, &dtls.Config{
-		GetCertificate: func(*dtls.ClientHelloInfo) (*tls.Certificate, error) {
+	ln, err := dtls.ListenWithOptions(l.Network(), laddr,
+		dtls.WithGetCertificate(func(*dtls.ClientHelloInfo) (*tls.Certificate, error) {
 			return certs.cur.Load(), nil
-		},
-		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-	})
+		}),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		dtls.WithListenConfig(net.ListenConfig{Control: reusePort}),
+	)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", l, err)
 	}
