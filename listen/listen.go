@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/ferryrtc/ferry/config"
@@ -30,8 +31,9 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-// UDP opens n UDP sockets bound to l's address with SO_REUSEPORT. With port
-// 0 the first socket picks the port and the others join it. On error every
+// UDP opens n UDP sockets bound to l's address with SO_REUSEPORT, steering
+// each client IP address to one socket (see steerBySourceIP). With port 0
+// the first socket picks the port and the others join it. On error every
 // socket opened so far is closed.
 func UDP(ctx context.Context, l config.Listener, n int) ([]net.PacketConn, error) {
 	if n < 1 {
@@ -53,6 +55,14 @@ func UDP(ctx context.Context, l config.Listener, n int) ([]net.PacketConn, error
 			addr = pc.LocalAddr().String()
 		}
 		conns = append(conns, pc)
+	}
+	if n > 1 {
+		if err := steerBySourceIP(conns[0], n, l.Addr.Addr().Is6()); err != nil {
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			return nil, fmt.Errorf("listen %s: %w", l, err)
+		}
 	}
 	return conns, nil
 }
@@ -136,4 +146,56 @@ func DetectRelayIPs(addrs []netip.Addr) (v4, v6 netip.Addr) {
 // HostPort joins an address and port for net.Dial-style APIs.
 func HostPort(a netip.Addr, port int) string {
 	return net.JoinHostPort(a.String(), strconv.Itoa(port))
+}
+
+// skfNetOff is SKF_NET_OFF (-0x100000) as the uint32 a BPF load offset
+// holds: loads at this negative offset read from the packet's network (IP)
+// header.
+const skfNetOff = 0xFFF00000
+
+// steerBySourceIP attaches a classic BPF program to the SO_REUSEPORT group
+// that picks the socket from a hash of the client's IP address alone, not
+// the kernel's default 4-tuple hash. pion keeps allocations and
+// RESERVATION-TOKENs per socket (one allocation manager per PacketConn), so
+// a client's RTP and RTCP allocations (different source ports, one token)
+// must land on the same socket, or the second Allocate fails with 508.
+func steerBySourceIP(pc net.PacketConn, n int, v6 bool) error {
+	srcWord := uint32(12) // IPv4 source address
+	if v6 {
+		srcWord = 20 // last 32 bits of the IPv6 source address
+	}
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: skfNetOff + srcWord, Size: 4},
+		bpf.TAX{},
+		bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 16},
+		bpf.ALUOpX{Op: bpf.ALUOpXor},
+		bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: uint32(n)},
+		bpf.RetA{},
+	})
+	if err != nil {
+		return fmt.Errorf("assemble reuseport program: %w", err)
+	}
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	sc, ok := pc.(syscall.Conn)
+	if !ok {
+		return errors.New("socket has no file descriptor")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("attach reuseport program: %w", serr)
+	}
+	return nil
 }
