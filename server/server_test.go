@@ -641,3 +641,84 @@ func TestCloseIsIdempotentAndFreesPorts(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRequestedAddressFamily covers RFC 6156: a client on an IPv4 listener
+// asks for an IPv6 relay and the reverse, and relays to a peer of that
+// family.
+func TestRequestedAddressFamily(t *testing.T) {
+	if !hasIPv6Loopback() {
+		t.Skip("no IPv6 loopback on this host")
+	}
+	tests := []struct {
+		name       string
+		listener   string
+		family     turn.RequestedAddressFamily
+		wantRelay  string
+		peerNet    string
+		peerListen string
+	}{
+		{"v4 listener, v6 relay", "4", turn.RequestedAddressFamilyIPv6, "::1", "udp6", "[::1]:0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startServer(t, fixtureOpts{family: tt.listener, allowLoopback: true})
+			conn, addr := f.clientConn(t, "udp")
+			c, err := turn.NewClient(&turn.ClientConfig{
+				STUNServerAddr:         addr.String(),
+				TURNServerAddr:         addr.String(),
+				Conn:                   conn,
+				Username:               testUser,
+				Password:               testPass,
+				Realm:                  testRealm,
+				RTO:                    200 * time.Millisecond,
+				RequestedAddressFamily: tt.family,
+				LoggerFactory:          pionLoggerFactory{log: testLogger(t)},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Listen(); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			rc, err := c.Allocate()
+			if err != nil {
+				t.Fatalf("allocate: %v", err)
+			}
+			defer rc.Close()
+			if ip := rc.LocalAddr().(*net.UDPAddr).IP.String(); ip != tt.wantRelay {
+				t.Fatalf("relay %s, want family of %s", ip, tt.wantRelay)
+			}
+			relayRoundTrips(t, rc, echoPeer(t, tt.peerNet, tt.peerListen), 5)
+		})
+	}
+}
+
+// TestRequestedAddressFamilyIPv4OnIPv6Listener sends REQUESTED-ADDRESS-FAMILY
+// IPv4 explicitly (pion's client never does) on an IPv6 listener.
+func TestRequestedAddressFamilyIPv4OnIPv6Listener(t *testing.T) {
+	f := startServer(t, fixtureOpts{family: "6", allowLoopback: true})
+	conn, to := f.clientConn(t, "udp")
+	res := roundTrip(t, conn, to, stun.MustBuild(stun.TransactionID,
+		stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP{}, stun.Fingerprint))
+	var nonce stun.Nonce
+	if err := nonce.GetFrom(res); err != nil {
+		t.Fatal(err)
+	}
+	user, realm := stun.NewUsername(testUser), stun.NewRealm(testRealm)
+	integ := stun.NewLongTermIntegrity(testUser, testRealm, testPass)
+	family := stun.RawAttribute{Type: stun.AttrRequestedAddressFamily, Value: []byte{0x01, 0, 0, 0}}
+	res = roundTrip(t, conn, to, stun.MustBuild(stun.TransactionID,
+		stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP{}, family,
+		&user, &realm, &nonce, &integ, stun.Fingerprint))
+	if res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("allocate: code %d", errorCode(res))
+	}
+	var relayed stun.XORMappedAddress
+	if err := relayed.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
+		t.Fatal(err)
+	}
+	if relayed.IP.To4() == nil || !relayed.IP.IsLoopback() {
+		t.Fatalf("XOR-RELAYED-ADDRESS %s, want an IPv4 loopback relay", relayed.IP)
+	}
+}
