@@ -146,12 +146,20 @@ nat_rules() {
 	esac
 }
 
+# up_failed NAME: the ERR trap of up: tear the partial lab down.
+up_failed() {
+	local rc=$?
+	echo "natlab: building lab $1 failed; tearing it down" >&2
+	down "$1"
+	exit "$rc"
+}
+
 up() {
 	local name=$1 kind i r c pub
 	P="flab-$name"
 	[[ -z "$(lab_namespaces "$name")" ]] || die "lab $name is already up; run: $0 down $name"
 	command -v iptables >/dev/null || die "iptables not found (apt-get install iptables)"
-	trap 'rc=$?; echo "natlab: building lab $name failed; tearing it down" >&2; down "$name"; exit $rc' ERR
+	trap 'up_failed "$name"' ERR
 
 	add_ns "$P-inet"
 	ip -n "$P-inet" link add br0 type bridge
@@ -207,7 +215,7 @@ list)
 	ip netns list 2>/dev/null | awk '{print $1}' | sed -nE 's/^flab-([a-z0-9]+)-inet$/\1/p'
 	;;
 *)
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,17 +37,31 @@ const (
 	testSecret = "rest-secret-1"
 )
 
-// tlog writes slog records to t.Log.
-type tlog struct{ t testing.TB }
+// tlog writes slog records to t.Log until the test ends; pion goroutines
+// that log after that are dropped (t.Log after a test ends is a race).
+type tlog struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *tlog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := &tlog{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // fixture is a running server on loopback sockets.
