@@ -3,17 +3,45 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/ferryrtc/ferry/config"
 )
 
-// addConfigFlags defines --config and every configuration flag on cmd.
-func addConfigFlags(cmd *cobra.Command) {
+// configFlagAnnotation marks the flags addConfigFlags defined, so
+// loadConfig hands config.Load those and not a command's own flags.
+const configFlagAnnotation = "ferry-config-flag"
+
+// addConfigFlags defines --config and every configuration flag on cmd, but
+// for the flags named in except, which the command defines itself with
+// another meaning (`ferry creds --user` names the credential's user, not a
+// static auth.users entry).
+func addConfigFlags(cmd *cobra.Command, except ...string) {
 	cmd.Flags().StringP("config", "c", "", "YAML config file (default: ./ferry.yaml or /etc/ferry/ferry.yaml when present; env FERRY_CONFIG)")
-	config.AddFlags(cmd.Flags())
+	fs := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
+	config.AddFlags(fs)
+	fs.VisitAll(func(f *pflag.Flag) {
+		if slices.Contains(except, f.Name) {
+			return
+		}
+		f.Annotations = map[string][]string{configFlagAnnotation: {"true"}}
+		cmd.Flags().AddFlag(f)
+	})
+}
+
+// configFlags returns the configuration flags of cmd (see addConfigFlags).
+func configFlags(cmd *cobra.Command) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if _, ok := f.Annotations[configFlagAnnotation]; ok {
+			fs.AddFlag(f)
+		}
+	})
+	return fs
 }
 
 // loadConfig loads and validates the configuration for cmd. A config error
@@ -27,7 +55,7 @@ func loadConfig(cmd *cobra.Command, e *env) (config.Config, string, error) {
 			}
 		}
 	}
-	cfg, used, err := config.Load(path, cmd.Flags(), e.environ)
+	cfg, used, err := config.Load(path, configFlags(cmd), e.environ)
 	if err != nil {
 		return cfg, used, &exitError{code: 2, err: err}
 	}

@@ -63,7 +63,7 @@ running server: any ferry sharing the secret accepts it.`,
 	cmd.Flags().StringVar(&user, "user", "", "user name to embed in the credential (optional)")
 	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "credential lifetime (capped by auth.max-ttl)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: username, credential, ttl, expires_at, iceServers")
-	addConfigFlags(cmd)
+	addConfigFlags(cmd, "user")
 	return cmd
 }
 

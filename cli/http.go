@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryrtc/ferry/admin"
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/httpapi"
@@ -26,6 +27,10 @@ type httpDeps struct {
 	draining *atomic.Bool
 	// creds serves the credentials API (httpapi.Path); nil: not mounted.
 	creds http.Handler
+	// metrics serves /metrics; nil: not mounted.
+	metrics http.Handler
+	// admin serves the admin API (admin.Prefix); nil: not mounted.
+	admin http.Handler
 }
 
 // httpHandler mounts every HTTP endpoint ferry serves on http.listen.
@@ -37,13 +42,24 @@ func httpHandler(d httpDeps) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if d.draining.Load() {
+		if d.draining.Load() || d.srv.Draining() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = fmt.Fprintln(w, "draining")
 			return
 		}
+		if err := d.srv.Listening(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintln(w, "not listening:", err)
+			return
+		}
 		_, _ = fmt.Fprintln(w, "ready")
 	})
+	if d.metrics != nil {
+		mux.Handle("GET /metrics", d.metrics)
+	}
+	if d.admin != nil {
+		mux.Handle(admin.Prefix, d.admin)
+	}
 	if d.creds != nil {
 		mux.Handle(httpapi.Path, d.creds)
 	}

@@ -36,8 +36,12 @@ With no configuration at all it listens on UDP and TCP 3478 on every
 interface, makes a random shared secret for this run and prints an
 iceServers list with a credential valid for one hour.
 
-SIGHUP re-reads users, secrets and the TLS certificate without dropping
-allocations; SIGINT and SIGTERM close listeners and allocations and exit 0.`,
+SIGHUP re-reads users, secrets, the credentials API's keys, origins and
+limits, and the TLS certificate without dropping allocations. SIGTERM drains: /readyz fails at once, new allocations are
+refused with 508 so clients use their other TURN servers, and existing ones
+keep relaying until none is left or --drain-timeout has passed; then ferry
+exits 0. SIGINT, or a second SIGTERM, closes listeners and allocations at
+once and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd, e)
@@ -108,7 +112,8 @@ func serve(cmd *cobra.Command, e *env) error {
 	for _, l := range bound {
 		self = append(self, l.Addr.Addr())
 	}
-	srv, err := server.New(server.Options{
+	op := newOps(bound, log)
+	srv, err := server.New(op.serverOptions(server.Options{
 		Config:  cfg,
 		RelayV4: relay4,
 		RelayV6: relay6,
@@ -117,11 +122,14 @@ func serve(cmd *cobra.Command, e *env) error {
 		Log:     log,
 
 		Alternates: alts,
-	}, socks)
+	}), socks)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	if err := op.register(srv); err != nil {
+		return err
+	}
 	var draining atomic.Bool
 	if cfg.HTTP.Listen != "" {
 		pol, err := httpapi.NewPolicy(cfg.HTTP, cfg.Auth.MaxTTL)
@@ -140,9 +148,16 @@ func serve(cmd *cobra.Command, e *env) error {
 		if len(cfg.HTTP.APIKeys) == 0 && !cfg.HTTP.AllowAnonymousOrigins {
 			log.Warn("credentials API: no http.api-keys, so POST " + httpapi.Path + " refuses every call until keys are configured")
 		}
+		if !st.authn.Snapshot().HasSecrets() {
+			log.Warn("credentials API: no auth.secrets to sign with, so POST " + httpapi.Path + " answers 503")
+		}
+		adminAPI, err := op.adminHandler(cfg, log)
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
 		hs, err := startHTTP(ctx, cfg.HTTP.Listen, httpHandler(httpDeps{
 			cfg: cfg, srv: srv, authn: st.authn, bound: bound, log: log, draining: &draining,
-			creds: st.api,
+			creds: st.api, metrics: op.metrics.Handler(), admin: adminAPI,
 		}), log)
 		if err != nil {
 			return err
@@ -182,6 +197,9 @@ func serve(cmd *cobra.Command, e *env) error {
 			}
 			draining.Store(true)
 			log.Info("shutting down", "signal", sig.String(), "allocations", srv.AllocationCount())
+			if sig == syscall.SIGTERM {
+				drain(ctx, srv, cfg.DrainTimeout, sigs, func() { st.reload(cmd, e, log) }, log)
+			}
 			return shutdown(srv, log)
 		}
 	}

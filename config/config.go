@@ -31,12 +31,27 @@ type Config struct {
 	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listener;
 	// 0 means one per CPU.
 	UDPSockets int `mapstructure:"udp-sockets"`
+	// AltIP is the alternate IP address for RFC 5780 NAT behaviour discovery:
+	// with it, every UDP listener of its family also answers Binding requests
+	// on AltIP and AltPort, sends OTHER-ADDRESS, and honours CHANGE-REQUEST.
+	// Empty: off (CHANGE-REQUEST gets 420).
+	AltIP string `mapstructure:"alt-ip"`
+	// AltPort is the alternate port; 0 means each listener's port + 1.
+	AltPort int `mapstructure:"alt-port"`
 
 	TLS   TLS   `mapstructure:"tls"`
 	Relay Relay `mapstructure:"relay"`
 	Auth  Auth  `mapstructure:"auth"`
 	Log   Log   `mapstructure:"log"`
 	HTTP  HTTP  `mapstructure:"http"`
+	// Quota and Limits keep clients within bounds: see quota.go.
+	Quota  Quota  `mapstructure:"quota"`
+	Limits Limits `mapstructure:"limits"`
+
+	// DrainTimeout is how long SIGTERM lets existing allocations keep
+	// relaying (new ones refused, /readyz failing) before ferry exits; 0
+	// exits at once.
+	DrainTimeout time.Duration `mapstructure:"drain-timeout"`
 }
 
 // TLS names the certificate and key served on tls:// and dtls:// listeners.
@@ -89,6 +104,29 @@ type Log struct {
 type HTTP struct {
 	// Listen is the HTTP listen address, e.g. "127.0.0.1:8080"; empty = off.
 	Listen string `mapstructure:"listen"`
+	// APIKeys are the bearer keys that may call POST /v1/credentials
+	// ("Authorization: Bearer <key>"). Secret: redacted when printed.
+	APIKeys []string `mapstructure:"api-keys"`
+	// CORSOrigins are the browser origins ("https://app.example.com") that
+	// may call the credentials API from a page. Others get 403.
+	CORSOrigins []string `mapstructure:"cors-origins"`
+	// AllowAnonymousOrigins lets a page on one of CORSOrigins mint
+	// credentials without an API key. Off by default: every caller needs a
+	// key. Only the Origin header vouches for such a request, so only the
+	// per-IP rate limit stands between the API and a script that forges it.
+	AllowAnonymousOrigins bool `mapstructure:"allow-anonymous-origins"`
+	// Rate and Burst limit credentials minted per API key: Rate per minute
+	// on average, Burst at once.
+	Rate  int `mapstructure:"rate"`
+	Burst int `mapstructure:"burst"`
+	// IPRate and IPBurst limit requests per client IP (IPv6: per /64) that
+	// carry no valid API key: anonymous browser calls and wrong keys.
+	IPRate  int `mapstructure:"ip-rate"`
+	IPBurst int `mapstructure:"ip-burst"`
+	// AdminToken is the bearer token of the admin API under /v1/admin/
+	// (list and close allocations); empty: the admin API is off. Secret:
+	// redacted when printed.
+	AdminToken string `mapstructure:"admin-token"`
 }
 
 // Default returns the embedded default configuration: UDP and TCP on port
@@ -110,7 +148,13 @@ func Default() Config {
 		Auth: Auth{
 			MaxTTL: 24 * time.Hour,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Log:  Log{Level: "info", Format: "text"},
+		HTTP: HTTP{Rate: 600, Burst: 100, IPRate: 30, IPBurst: 10},
+
+		Quota:  defaultQuota(),
+		Limits: defaultLimits(),
+
+		DrainTimeout: 30 * time.Second,
 	}
 }
 
@@ -338,6 +382,7 @@ func (c *Config) Validate() error {
 	if c.UDPSockets < 0 || c.UDPSockets > 256 {
 		add("udp-sockets", fmt.Errorf("%d is out of range; use 0 (one per CPU) to 256", c.UDPSockets))
 	}
+	c.validateAlt(ls, add)
 	switch {
 	case needTLS && c.TLS.Cert == "":
 		add("tls.cert", errors.New("a tls:// or dtls:// listener needs a certificate; set tls.cert (--tls-cert)"))
@@ -405,7 +450,169 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	c.HTTP.validate(add)
+	c.validateQuota(add)
+	c.validateOps(add)
 	return errors.Join(errs...)
+}
+
+// validateOps checks the admin API token and the drain timeout.
+func (c *Config) validateOps(add func(string, error)) {
+	if c.DrainTimeout < 0 || c.DrainTimeout > time.Hour {
+		add("drain-timeout", fmt.Errorf("%s is out of range; use 0 (exit at once) to 1h", c.DrainTimeout))
+	}
+	t := c.HTTP.AdminToken
+	if t == "" {
+		return
+	}
+	switch {
+	case len(t) < minAPIKeyLen:
+		add("http.admin-token", fmt.Errorf("is shorter than %d characters; make one with: openssl rand -base64 24", minAPIKeyLen))
+	case strings.ContainsAny(t, " \t\r\n,"):
+		add("http.admin-token", errors.New("contains a space or comma; use letters, digits and +/=_-"))
+	case c.HTTP.Listen == "":
+		add("http.admin-token", errors.New("is set but http.listen is empty; set http.listen (--http-listen) to serve the admin API"))
+	}
+	for i, k := range c.HTTP.APIKeys {
+		if k == t {
+			add("http.admin-token", fmt.Errorf("equals API key #%d; the admin token must be a separate secret", i+1))
+		}
+	}
+}
+
+// minAPIKeyLen is the shortest API key accepted.
+const minAPIKeyLen = 16
+
+// validate checks the credentials API settings.
+func (h *HTTP) validate(add func(string, error)) {
+	keys := map[string]int{}
+	for i, k := range h.APIKeys {
+		switch {
+		case len(k) < minAPIKeyLen:
+			add("http.api-keys", fmt.Errorf("key #%d is shorter than %d characters; make one with: openssl rand -base64 24", i+1, minAPIKeyLen))
+		case strings.ContainsAny(k, " \t\r\n,"):
+			add("http.api-keys", fmt.Errorf("key #%d contains a space or comma; use letters, digits and +/=_-", i+1))
+		}
+		if j, dup := keys[k]; dup {
+			add("http.api-keys", fmt.Errorf("key #%d repeats key #%d", i+1, j))
+		}
+		keys[k] = i + 1
+	}
+	for _, o := range h.CORSOrigins {
+		if _, err := CanonicalOrigin(o); err != nil {
+			add("http.cors-origins", err)
+		}
+	}
+	if h.AllowAnonymousOrigins && len(h.CORSOrigins) == 0 {
+		add("http.allow-anonymous-origins", errors.New("is true but http.cors-origins is empty; list the origins whose pages may call without a key"))
+	}
+	for _, r := range []struct {
+		key string
+		n   int
+	}{{"http.rate", h.Rate}, {"http.burst", h.Burst}, {"http.ip-rate", h.IPRate}, {"http.ip-burst", h.IPBurst}} {
+		if r.n < 1 || r.n > 1_000_000 {
+			add(r.key, fmt.Errorf("%d is out of range; use 1 to 1000000", r.n))
+		}
+	}
+}
+
+// CanonicalOrigin checks a CORS origin such as "https://app.example.com" or
+// "http://localhost:9000" and returns it as browsers send it in the Origin
+// header: lower case, no default port, no trailing slash.
+func CanonicalOrigin(s string) (string, error) {
+	if s == "*" || s == "null" {
+		return "", fmt.Errorf("%q is not allowed; list each origin, e.g. https://app.example.com", s)
+	}
+	u, err := url.Parse(strings.TrimSuffix(s, "/"))
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return "", fmt.Errorf("%q is not an origin; write it as SCHEME://HOST[:PORT], e.g. https://app.example.com", s)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return "", fmt.Errorf("%q: scheme must be http or https", s)
+	}
+	if u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("%q: an origin has no path, query or user; write SCHEME://HOST[:PORT]", s)
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+			return "", fmt.Errorf("%q: port %q is not a port from 1 to 65535", s, port)
+		}
+	}
+	if port == "" || scheme == "http" && port == "80" || scheme == "https" && port == "443" {
+		return scheme + "://" + host, nil
+	}
+	return scheme + "://" + host + ":" + port, nil
+}
+
+// AltAddr parses alt-ip; the zero Addr when it is empty.
+func (c *Config) AltAddr() (netip.Addr, error) {
+	if strings.TrimSpace(c.AltIP) == "" {
+		return netip.Addr{}, nil
+	}
+	ip, err := netip.ParseAddr(strings.TrimSpace(c.AltIP))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", c.AltIP)
+	}
+	return ip.Unmap(), nil
+}
+
+// AltPortFor returns the alternate port for a UDP listener on port: alt-port,
+// or port+1 when alt-port is 0 (0 again when port is 0, so an ephemeral
+// listener gets an ephemeral alternate).
+func (c *Config) AltPortFor(port uint16) uint16 {
+	if c.AltPort != 0 || port == 0 {
+		return uint16(c.AltPort)
+	}
+	return port + 1
+}
+
+// validateAlt checks alt-ip and alt-port against the UDP listeners.
+func (c *Config) validateAlt(ls []Listener, add func(string, error)) {
+	if c.AltPort < 0 || c.AltPort > 65535 {
+		add("alt-port", fmt.Errorf("%d is not a port; use 1 to 65535, or 0 for each listener's port + 1", c.AltPort))
+	}
+	alt, err := c.AltAddr()
+	if err != nil {
+		add("alt-ip", err)
+		return
+	}
+	if !alt.IsValid() {
+		if c.AltPort != 0 {
+			add("alt-port", errors.New("alt-port needs alt-ip; set alt-ip (--alt-ip) to the second address of this host"))
+		}
+		return
+	}
+	if alt.IsUnspecified() || alt.IsMulticast() {
+		add("alt-ip", fmt.Errorf("%s cannot be bound as the alternate address; give a second unicast address of this host", alt))
+		return
+	}
+	udp := 0
+	for _, l := range ls {
+		if l.Transport != UDP || l.Addr.Addr().Is4() != alt.Is4() {
+			continue
+		}
+		udp++
+		switch ip := l.Addr.Addr(); {
+		case ip.IsUnspecified():
+			add("alt-ip", fmt.Errorf("listener %s is on every interface; with alt-ip, UDP listeners must name the primary address (RESPONSE-ORIGIN must be the address the client reached)", l))
+		case ip == alt:
+			add("alt-ip", fmt.Errorf("%s is also listener %s's address; the alternate must be a second address", alt, l))
+		}
+		switch p := l.Addr.Port(); {
+		case c.AltPort == 0 && p == 65535:
+			add("alt-port", fmt.Errorf("listener %s has port 65535, so port + 1 does not exist; set alt-port", l))
+		case c.AltPort != 0 && int(p) == c.AltPort:
+			add("alt-port", fmt.Errorf("%d is also listener %s's port; the alternate must be a second port", c.AltPort, l))
+		}
+	}
+	if udp == 0 {
+		add("alt-ip", fmt.Errorf("no UDP listener of %s's address family; RFC 5780 discovery is served on UDP listeners", alt))
+	}
 }
 
 func isIP(s string) bool {
@@ -468,6 +675,13 @@ func (c Config) Redacted() Config {
 	out.Auth.Secrets = make([]string, len(c.Auth.Secrets))
 	for i := range c.Auth.Secrets {
 		out.Auth.Secrets[i] = redacted
+	}
+	out.HTTP.APIKeys = make([]string, len(c.HTTP.APIKeys))
+	for i := range c.HTTP.APIKeys {
+		out.HTTP.APIKeys[i] = redacted
+	}
+	if c.HTTP.AdminToken != "" {
+		out.HTTP.AdminToken = redacted
 	}
 	return out
 }

@@ -59,6 +59,16 @@ func TestValidateNamesKey(t *testing.T) {
 		{"bad http listen", func(c *Config) { c.HTTP.Listen = "8080" }, "http.listen", "HOST:PORT"},
 		{"udp sockets negative", func(c *Config) { c.UDPSockets = -1 }, "udp-sockets", "out of range"},
 		{"public host with scheme", func(c *Config) { c.PublicHost = "https://x" }, "public-host", "host name"},
+		{"short api key", func(c *Config) { c.HTTP.APIKeys = []string{"short"} }, "http.api-keys", "shorter than 16"},
+		{"api key twice", func(c *Config) { c.HTTP.APIKeys = []string{"k-0123456789abcdef", "k-0123456789abcdef"} }, "http.api-keys", "repeats"},
+		{"api key with comma", func(c *Config) { c.HTTP.APIKeys = []string{"k-0123456789,abcdef"} }, "http.api-keys", "comma"},
+		{"cors wildcard", func(c *Config) { c.HTTP.CORSOrigins = []string{"*"} }, "http.cors-origins", "not allowed"},
+		{"cors with path", func(c *Config) { c.HTTP.CORSOrigins = []string{"https://a.example/app"} }, "http.cors-origins", "no path"},
+		{"cors bad scheme", func(c *Config) { c.HTTP.CORSOrigins = []string{"ftp://a.example"} }, "http.cors-origins", "http or https"},
+		{"cors not a url", func(c *Config) { c.HTTP.CORSOrigins = []string{"a.example"} }, "http.cors-origins", "SCHEME://HOST"},
+		{"anonymous without origins", func(c *Config) { c.HTTP.AllowAnonymousOrigins = true }, "http.allow-anonymous-origins", "cors-origins is empty"},
+		{"zero http rate", func(c *Config) { c.HTTP.Rate = 0 }, "http.rate", "out of range"},
+		{"zero ip burst", func(c *Config) { c.HTTP.IPBurst = 0 }, "http.ip-burst", "out of range"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -88,8 +98,9 @@ func TestRedacted(t *testing.T) {
 	c := Default()
 	c.Auth.Users = []string{"alice=hunter2", "bob=0x0123456789abcdef0123456789abcdef"}
 	c.Auth.Secrets = []string{"topsecret"}
+	c.HTTP.APIKeys = []string{"apikey-0123456789xyz"}
 	for _, s := range []string{c.String(), func() string { b, _ := c.YAML(); return string(b) }()} {
-		for _, secret := range []string{"hunter2", "topsecret", "0123456789abcdef"} {
+		for _, secret := range []string{"hunter2", "topsecret", "0123456789abcdef", "apikey-0123456789xyz"} {
 			if strings.Contains(s, secret) {
 				t.Fatalf("printed config leaks %q:\n%s", secret, s)
 			}

@@ -13,7 +13,10 @@ const (
 	magicCookie     = 0x2112A442
 	typeBindingReq  = 0x0001
 	typeBindingOK   = 0x0101
+	typeBindingErr  = 0x0111
+	typeAllocateReq = 0x0003
 	typeChanBindErr = 0x0119
+	typeConnBindOK  = 0x010B
 
 	attrMessageIntegrity       = 0x0008
 	attrErrorCode              = 0x0009
@@ -56,6 +59,12 @@ type info struct {
 	kind      kind
 	integrity bool // a STUN request carrying MESSAGE-INTEGRITY
 	dataLen   int  // ChannelData application data length
+
+	// STUN requests only.
+	typ      int // message type
+	miOff    int // first MESSAGE-INTEGRITY attribute, 0 if none
+	nonceOff int // first NONCE value, 0 if none
+	nonceLen int
 }
 
 func pad4(n int) int { return (n + 3) &^ 3 }
@@ -95,17 +104,18 @@ func classifyDatagram(b []byte) info {
 
 // classifySTUN classifies b, which must be exactly one STUN message.
 func classifySTUN(b []byte) info {
-	typ, integrity, ok := checkSTUN(b)
+	in, ok := checkSTUN(b)
 	if !ok {
 		return info{}
 	}
-	switch stunClass(typ) {
+	switch stunClass(in.typ) {
 	case classRequest:
-		k := kindRequest
-		if typ == typeBindingReq {
-			k = kindBindingRequest
+		in.kind = kindRequest
+		if in.typ == typeBindingReq {
+			in.kind = kindBindingRequest
 		}
-		return info{kind: k, integrity: integrity}
+		in.integrity = in.miOff > 0
+		return in
 	case classIndication:
 		return info{kind: kindIndication}
 	default:
@@ -114,30 +124,34 @@ func classifySTUN(b []byte) info {
 }
 
 // checkSTUN validates that b is exactly one STUN message with well-formed
-// attributes, and reports its type and whether it carries
-// MESSAGE-INTEGRITY.
-func checkSTUN(b []byte) (typ int, integrity, ok bool) {
+// attributes, and reports its type and where its first MESSAGE-INTEGRITY
+// and NONCE are.
+func checkSTUN(b []byte) (in info, ok bool) {
 	if len(b) < stunHeaderSize || b[0]&0xC0 != 0 ||
 		binary.BigEndian.Uint32(b[4:8]) != magicCookie {
-		return 0, false, false
+		return info{}, false
 	}
 	l := be16(b[2:4])
 	if l%4 != 0 || stunHeaderSize+l != len(b) {
-		return 0, false, false
+		return info{}, false
 	}
 	for off := stunHeaderSize; off < len(b); {
 		// off and len(b) are multiples of 4 here, so a header fits.
-		at := be16(b[off:])
-		end := off + attrHeaderSize + pad4(be16(b[off+2:]))
+		at, al := be16(b[off:]), be16(b[off+2:])
+		end := off + attrHeaderSize + pad4(al)
 		if end > len(b) {
-			return 0, false, false
+			return info{}, false
 		}
-		if at == attrMessageIntegrity {
-			integrity = true
+		switch {
+		case at == attrMessageIntegrity && in.miOff == 0:
+			in.miOff = off
+		case at == attrNonce && in.nonceOff == 0:
+			in.nonceOff, in.nonceLen = off+attrHeaderSize, al
 		}
 		off = end
 	}
-	return be16(b[0:2]), integrity, true
+	in.typ = be16(b[0:2])
+	return in, true
 }
 
 // streamFrameSize returns the size of the frame at the start of b, a

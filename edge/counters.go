@@ -63,6 +63,29 @@ type CounterValues struct {
 	AuthRefused uint64
 	// SoftwareAdded counts responses a SOFTWARE attribute was added to.
 	SoftwareAdded uint64
+
+	// RateLimited counts requests dropped by the Guard's per-IP limit on
+	// Allocate and unauthenticated requests.
+	RateLimited uint64
+	// AuthLimited counts requests carrying MESSAGE-INTEGRITY dropped
+	// because their source IP used up its refused credentials.
+	AuthLimited uint64
+	// StaleNonces counts requests whose nonce was older than the Guard's
+	// nonce lifetime, ForeignNonces those whose nonce was sent to another
+	// IP address; both were answered 438.
+	StaleNonces   uint64
+	ForeignNonces uint64
+	// GateReplies counts requests Gate answered itself (508 over a
+	// permission or channel quota).
+	GateReplies uint64
+	// AmplificationTrimmed counts UDP responses sent without SOFTWARE or
+	// reason phrase to stay within the amplification cap;
+	// AmplificationDropped those dropped because even that was too large.
+	AmplificationTrimmed uint64
+	AmplificationDropped uint64
+	// ConnectionBinds counts stream connections that became RFC 6062 peer
+	// data connections (raw bytes after a successful ConnectionBind).
+	ConnectionBinds uint64
 }
 
 // Snapshot returns the current totals. It is safe to call concurrently with
@@ -89,6 +112,14 @@ func (c *Counters) Snapshot() CounterValues {
 		v.Rewritten403 += s.rewritten403.Load()
 		v.AuthRefused += s.authRefused.Load()
 		v.SoftwareAdded += s.softwareAdded.Load()
+		v.RateLimited += s.rateLimited.Load()
+		v.AuthLimited += s.authLimited.Load()
+		v.StaleNonces += s.staleNonces.Load()
+		v.ForeignNonces += s.foreignNonces.Load()
+		v.GateReplies += s.gateReplies.Load()
+		v.AmplificationTrimmed += s.amplificationTrimmed.Load()
+		v.AmplificationDropped += s.amplificationDropped.Load()
+		v.ConnectionBinds += s.connectionBinds.Load()
 	}
 	return v
 }
@@ -118,6 +149,15 @@ type shardCounters struct {
 	rewritten403       atomic.Uint64
 	authRefused        atomic.Uint64
 	softwareAdded      atomic.Uint64
+
+	rateLimited          atomic.Uint64
+	authLimited          atomic.Uint64
+	staleNonces          atomic.Uint64
+	foreignNonces        atomic.Uint64
+	gateReplies          atomic.Uint64
+	amplificationTrimmed atomic.Uint64
+	amplificationDropped atomic.Uint64
+	connectionBinds      atomic.Uint64
 }
 
 // shard is one socket's counters, padded to whole cache lines.
@@ -150,5 +190,8 @@ func (s *shard) countRewrite(p plan) {
 	}
 	if p.addSoftware {
 		s.softwareAdded.Add(1)
+	}
+	if p.trimmed {
+		s.amplificationTrimmed.Add(1)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/netip"
 	"testing"
 
 	"github.com/pion/stun/v3"
@@ -146,29 +147,54 @@ func FuzzFrameStream(f *testing.F) {
 
 func FuzzRewriteResponse(f *testing.F) {
 	for _, s := range seedMessages(f) {
-		f.Add(s, "")
-		f.Add(s, "ferry/1.0")
+		f.Add(s, "", uint16(0), false, false)
+		f.Add(s, "ferry/1.0", uint16(0), true, false)
+		f.Add(s, "ferry/1.0", uint16(20), true, true)
+		f.Add(s, "", uint16(len(s)), false, true)
 	}
-	f.Fuzz(func(t *testing.T, data []byte, software string) {
+	guard, err := NewGuard(GuardOptions{BindNonces: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, software string, limit uint16, bind, stale bool) {
 		var sw []byte
 		if software != "" {
 			sw = encodeSoftware(truncateUTF8(software, maxSoftware))
 		}
-		orig := bytes.Clone(data)
-		p, ok := planRewrite(data, sw)
-		if !ok {
-			return
+		o := outCtx{software: sw, limit: int(limit), dst: netip.MustParseAddr("192.0.2.1"), stale: &staleRing{}}
+		if bind {
+			o.guard = guard
 		}
-		out := appendRewritten(nil, data, p, sw)
+		if stale && len(data) >= stunHeaderSize {
+			o.stale.add(data[8:stunHeaderSize])
+		}
+		orig := bytes.Clone(data)
+		p, act := planRewrite(data, o)
 		if !bytes.Equal(data, orig) {
-			t.Fatal("input modified")
+			t.Fatal("input modified by planning")
+		}
+		if act == sendAsIs {
+			return
 		}
 		in := &stun.Message{Raw: orig}
 		if err := in.Decode(); err != nil {
-			t.Fatalf("rewrote a message pion/stun rejects: %v", err)
+			t.Fatalf("rewrote or dropped a message pion/stun rejects: %v", err)
 		}
 		if in.Contains(stun.AttrMessageIntegrity) || in.Contains(stun.AttrMessageIntegritySHA256) {
-			t.Fatal("rewrote an integrity-protected message")
+			t.Fatal("rewrote or dropped an integrity-protected message")
+		}
+		if act == dropResponse {
+			if limit == 0 || len(data) <= int(limit) {
+				t.Fatalf("dropped a %d-byte response under limit %d", len(data), limit)
+			}
+			return
+		}
+		out := appendRewritten(nil, data, p, o)
+		if !bytes.Equal(data, orig) {
+			t.Fatal("input modified")
+		}
+		if len(out) != p.size(data, sw) {
+			t.Fatalf("planned %d bytes, wrote %d", p.size(data, sw), len(out))
 		}
 		m, err := checkWellFormed(out)
 		if err != nil {
@@ -180,14 +206,32 @@ func FuzzRewriteResponse(f *testing.F) {
 		if in.Contains(stun.AttrFingerprint) != m.Contains(stun.AttrFingerprint) {
 			t.Fatal("FINGERPRINT added or lost")
 		}
-		if p.fix403 && errorCode(t, m) != 403 {
+		if p.fix403 && p.bareCode == 0 && errorCode(t, m) != 403 {
 			t.Fatalf("fix403 planned, code %d", errorCode(t, m))
+		}
+		if p.bareCode != 0 && errorCode(t, m) != p.bareCode {
+			t.Fatalf("code %d planned, got %d", p.bareCode, errorCode(t, m))
 		}
 		if p.addSoftware && !m.Contains(stun.AttrSoftware) {
 			t.Fatal("SOFTWARE planned, not present")
 		}
-		if _, again := planRewrite(out, sw); again {
-			t.Fatal("rewrite is not idempotent")
+		if limit > 0 && len(out) > len(orig) && len(out) > int(limit) && m.Type.Class == stun.ClassErrorResponse {
+			if c := errorCode(t, m); c != 401 && c != 438 {
+				t.Fatalf("error %d of %d bytes sent for a %d-byte request", c, len(out), limit)
+			}
+		}
+		if bind {
+			var n stun.Nonce
+			if n.GetFrom(m) == nil && !guard.caseMatches(n, o.dst) {
+				t.Fatal("NONCE not bound to the client")
+			}
+		}
+		// Rewriting again changes nothing more.
+		o.stale = nil
+		if p2, act2 := planRewrite(out, o); act2 == sendRewritten {
+			if again := appendRewritten(nil, out, p2, o); !bytes.Equal(again, out) && !p2.addSoftware {
+				t.Fatalf("rewrite is not idempotent:\n%x\n%x", out, again)
+			}
 		}
 	})
 }

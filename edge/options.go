@@ -42,6 +42,17 @@ type Options struct {
 	// dropped: the auth package answers refused credentials with 401 and
 	// REALM/NONCE there, because pion v5.0.13 answers them with a bare 400.
 	Screen func(raw []byte, src net.Addr) (reply []byte)
+	// Gate, if set, is called after Screen let a request carrying
+	// MESSAGE-INTEGRITY through, with the client's address and the local
+	// address it reached (pion's 5-tuple). It may rewrite raw in place
+	// without changing its length (the relay package lowers LIFETIME and
+	// re-signs), or return a reply that is sent instead of passing the
+	// request to pion (the relay package's 508 for permissions and
+	// channels over quota).
+	Gate func(raw []byte, src, local net.Addr) (reply []byte)
+	// Guard, if set, applies per-source-IP request limits, nonce expiry and
+	// nonce binding. Share one Guard between every wrapper of a server.
+	Guard *Guard
 	// Counters, if set, receives the counts.
 	Counters *Counters
 	// Log receives connection-level events (never per packet); nil
@@ -63,6 +74,8 @@ type Options struct {
 type config struct {
 	software  []byte // encoded SOFTWARE attribute (header, value, padding); nil if none
 	screen    func([]byte, net.Addr) []byte
+	gate      func([]byte, net.Addr, net.Addr) []byte
+	guard     *Guard
 	counters  *Counters
 	log       *slog.Logger
 	mtu       int
@@ -74,6 +87,8 @@ type config struct {
 func newConfig(o Options) *config {
 	c := &config{
 		screen:    o.Screen,
+		gate:      o.Gate,
+		guard:     o.Guard,
 		counters:  o.Counters,
 		log:       o.Log,
 		mtu:       o.MTU,

@@ -12,6 +12,8 @@ type packetConn struct {
 	inner net.PacketConn
 	cfg   *config
 	sh    *shard
+	last  lastRequest // the request pion is answering (amplification cap)
+	stale staleRing   // requests whose stale nonce was stripped
 }
 
 // WrapPacketConn wraps a client-facing UDP socket for pion's
@@ -30,47 +32,62 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, addr, err
 		}
-		if c.accept(p[:n], addr) {
-			return n, addr, nil
+		if m, ok := c.accept(p[:n], addr); ok {
+			return m, addr, nil
 		}
 	}
 }
 
-// accept classifies and counts one datagram, screens it, and reports
-// whether it goes to pion.
-func (c *packetConn) accept(b []byte, addr net.Addr) bool {
+// accept classifies and counts one datagram, runs STUN requests through
+// admit, and reports whether (and how much of) it goes to pion.
+func (c *packetConn) accept(b []byte, addr net.Addr) (int, bool) {
 	if len(b) >= c.cfg.mtu {
 		c.sh.oversized.Add(1)
-		return false
+		return 0, false
 	}
 	in := classifyDatagram(b)
 	if in.kind == kindInvalid {
 		c.sh.malformed.Add(1)
-		return false
+		return 0, false
 	}
 	c.sh.countPassed(in)
-	if in.integrity && c.cfg.screen != nil {
-		if reply := c.cfg.screen(b, addr); reply != nil {
-			c.sh.authRefused.Add(1)
-			if _, err := c.WriteTo(reply, addr); err != nil {
-				c.cfg.log.Debug("edge: send 401", "client", addr, "error", err)
-			}
-			return false
-		}
+	if in.kind != kindRequest && in.kind != kindBindingRequest {
+		return len(b), true
 	}
-	return true
+	c.last.set(b[8:stunHeaderSize], len(b))
+	n, reply, v := c.cfg.admit(b, in, addr, c.inner.LocalAddr(), c.sh, &c.stale)
+	switch v {
+	case admitDrop:
+		return 0, false
+	case admitReply:
+		if _, err := c.WriteTo(reply, addr); err != nil {
+			c.cfg.log.Debug("edge: send reply", "client", addr, "error", err)
+		}
+		return 0, false
+	}
+	return n, true
 }
 
-// WriteTo sends b to addr, rewritten if it is a response ferry fixes up.
-// It reports len(b) on success even when the rewritten message differs in
-// length.
+// WriteTo sends b to addr, rewritten if it is a response ferry fixes up,
+// or not at all if it is a response over the amplification cap. It
+// reports len(b) on success even when the rewritten message differs in
+// length or was dropped.
 func (c *packetConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	p, ok := planRewrite(b, c.cfg.software)
-	if !ok {
+	o := outCtx{software: c.cfg.software, guard: c.cfg.guard, stale: &c.stale}
+	if len(b) >= stunHeaderSize {
+		o.dst = ipOf(addr)
+		o.limit = c.last.size(b[8:stunHeaderSize])
+	}
+	p, act := planRewrite(b, o)
+	switch act {
+	case sendAsIs:
 		return c.inner.WriteTo(b, addr)
+	case dropResponse:
+		c.sh.amplificationDropped.Add(1)
+		return len(b), nil
 	}
 	bp := c.cfg.getBuf()
-	out := appendRewritten((*bp)[:0], b, p, c.cfg.software)
+	out := appendRewritten((*bp)[:0], b, p, o)
 	_, err := c.inner.WriteTo(out, addr)
 	c.cfg.putBuf(bp, out)
 	if err != nil {

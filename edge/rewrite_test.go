@@ -11,11 +11,12 @@ import (
 
 // rewrite runs the write-path fix-up as the wrappers do.
 func rewrite(b []byte, software []byte) ([]byte, plan, bool) {
-	p, ok := planRewrite(b, software)
-	if !ok {
+	o := outCtx{software: software}
+	p, act := planRewrite(b, o)
+	if act != sendRewritten {
 		return b, p, false
 	}
-	return appendRewritten(nil, b, p, software), p, true
+	return appendRewritten(nil, b, p, o), p, true
 }
 
 // checkWellFormed verifies out is one STUN message whose FINGERPRINT, if
@@ -173,7 +174,7 @@ func TestRewriteMalformedUntouched(t *testing.T) {
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
-			if _, ok := planRewrite(in, encodeSoftware("s")); ok {
+			if _, act := planRewrite(in, outCtx{software: encodeSoftware("s"), limit: 20}); act != sendAsIs {
 				t.Fatal("planned a rewrite of a malformed message")
 			}
 		})

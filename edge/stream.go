@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+	"github.com/pion/stun/v3"
 )
 
 var _ net.Conn = (*streamConn)(nil)
@@ -46,6 +47,12 @@ type streamConn struct {
 	idle      *time.Timer // nil if disabled
 	framed    atomic.Bool // a complete frame reached pion
 	idleFired atomic.Bool
+
+	// raw is set once pion answered a ConnectionBind with success: the
+	// connection then carries a peer's raw bytes (RFC 6062), which pass
+	// through unframed and untouched.
+	raw   atomic.Bool
+	stale staleRing // requests whose stale nonce was stripped
 
 	closeOnce sync.Once
 	closeErr  error
@@ -87,6 +94,9 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if c.raw.Load() {
+		return c.readRaw(p)
+	}
 	if c.fEnd == 0 {
 		if err := c.nextFrame(); err != nil {
 			return 0, err
@@ -98,6 +108,20 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		c.fEnd = 0
 	}
 	return n, nil
+}
+
+// readRaw reads a data connection: first what was buffered past the
+// ConnectionBind request, then straight from the inner conn.
+func (c *streamConn) readRaw(p []byte) (int, error) {
+	if c.r < c.w {
+		n := copy(p, c.buf[c.r:c.w])
+		c.r += n
+		return n, nil
+	}
+	if c.rerr != nil {
+		return 0, c.rerr
+	}
+	return c.inner.Read(p)
 }
 
 // nextFrame buffers the next frame to pass to pion at buf[r:fEnd].
@@ -128,11 +152,18 @@ func (c *streamConn) nextFrame() error {
 					continue
 				}
 				frame := c.buf[c.r : c.r+size]
-				if !c.pass(frame, in) {
-					c.r += size // answered by Screen
+				n, ok := c.pass(frame, in)
+				if !ok {
+					c.r += size // answered or dropped
 					continue
 				}
-				c.fEnd = c.r + size
+				if n < size {
+					// Shortened in place (stale nonce): deliver its
+					// head, moved up against the next frame.
+					copy(c.buf[c.r+size-n:], frame[:n])
+					c.r += size - n
+				}
+				c.fEnd = c.r + n
 				return nil
 			}
 		}
@@ -235,9 +266,9 @@ func (c *streamConn) setReadErr(err error) {
 	c.rerr = err
 }
 
-// pass counts a frame and screens it; false means Screen answered it and
-// it must not reach pion.
-func (c *streamConn) pass(frame []byte, in info) bool {
+// pass counts a frame and runs STUN requests through admit. It reports
+// how much of the frame goes to pion, or false when it must not.
+func (c *streamConn) pass(frame []byte, in info) (int, bool) {
 	c.sh.countPassed(in)
 	if !c.framed.Load() {
 		c.framed.Store(true)
@@ -245,16 +276,20 @@ func (c *streamConn) pass(frame []byte, in info) bool {
 			c.idle.Stop()
 		}
 	}
-	if in.integrity && c.cfg.screen != nil {
-		if reply := c.cfg.screen(frame, c.inner.RemoteAddr()); reply != nil {
-			c.sh.authRefused.Add(1)
-			if _, err := c.Write(reply); err != nil {
-				c.cfg.log.Debug("edge: send 401", "client", c.inner.RemoteAddr(), "error", err)
-			}
-			return false
-		}
+	if in.kind != kindRequest && in.kind != kindBindingRequest {
+		return len(frame), true
 	}
-	return true
+	n, reply, v := c.cfg.admit(frame, in, c.inner.RemoteAddr(), c.inner.LocalAddr(), c.sh, &c.stale)
+	switch v {
+	case admitDrop:
+		return 0, false
+	case admitReply:
+		if _, err := c.Write(reply); err != nil {
+			c.cfg.log.Debug("edge: send reply", "client", c.inner.RemoteAddr(), "error", err)
+		}
+		return 0, false
+	}
+	return n, true
 }
 
 // handshake runs a deferred TLS/DTLS handshake under the handshake timeout.
@@ -277,13 +312,25 @@ func (c *streamConn) handshake() error {
 
 // Write sends b, rewritten if it is a response ferry fixes up. It reports
 // len(b) on success even when the rewritten message differs in length.
+// After a successful ConnectionBind every byte passes untouched.
 func (c *streamConn) Write(b []byte) (int, error) {
-	p, ok := planRewrite(b, c.cfg.software)
-	if !ok {
+	if c.raw.Load() {
 		return c.inner.Write(b)
 	}
+	o := outCtx{software: c.cfg.software, guard: c.cfg.guard, dst: ipOf(c.inner.RemoteAddr()), stale: &c.stale}
+	p, act := planRewrite(b, o)
+	if act != sendRewritten {
+		// Streams are not spoofable: no amplification cap, nothing dropped.
+		n, err := c.inner.Write(b)
+		if err == nil && len(b) >= 2 && be16(b[0:2]) == typeConnBindOK && stun.IsMessage(b) {
+			// pion starts copying peer bytes right after this answer.
+			c.raw.Store(true)
+			c.sh.connectionBinds.Add(1)
+		}
+		return n, err
+	}
 	bp := c.cfg.getBuf()
-	out := appendRewritten((*bp)[:0], b, p, c.cfg.software)
+	out := appendRewritten((*bp)[:0], b, p, o)
 	_, err := c.inner.Write(out)
 	c.cfg.putBuf(bp, out)
 	if err != nil {

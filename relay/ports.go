@@ -59,6 +59,15 @@ type PortAllocatorConfig struct {
 	Policy *Policy
 	// Log receives debug lines; nil discards.
 	Log *slog.Logger
+	// Tracker, if set, wraps every relay socket and peer connection handed
+	// to pion to count its traffic and list its allocation; nil: no
+	// tracking.
+	Tracker *Tracker
+	// Quota, if set, counts allocations (refusing relays past its total
+	// cap with ErrCapacity, which pion answers with 508) and applies its
+	// bandwidth caps to relay sockets and peer connections; nil: no
+	// quotas.
+	Quota *Quota
 }
 
 // AddrPair is one family's relay addresses.
@@ -78,6 +87,8 @@ type PortAllocator struct {
 	min, max uint16
 	policy   *Policy
 	log      *slog.Logger
+	tracker  *Tracker
+	quota    *Quota
 
 	// tcpMu serialises TCP relay listener creation (allocation time only,
 	// never per packet): see listenTCP.
@@ -114,7 +125,7 @@ func NewPortAllocator(c PortAllocatorConfig) (*PortAllocator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &PortAllocator{v4: v4, v6: v6, min: c.MinPort, max: c.MaxPort, policy: policy, log: log}, nil
+	return &PortAllocator{v4: v4, v6: v6, min: c.MinPort, max: c.MaxPort, policy: policy, log: log, tracker: c.Tracker, quota: c.Quota}, nil
 }
 
 func addrPair(fam string, bind, adv netip.Addr, want4 bool) (AddrPair, error) {
@@ -224,6 +235,10 @@ func (a *PortAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (ne
 	if err != nil {
 		return nil, nil, err
 	}
+	aq, err := a.quota.acquire(conf.UserID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: %s relay for %q: %w", conf.Network, conf.UserID, err)
+	}
 	var conn *net.UDPConn
 	port, err := a.pick(conf.Network, p.Bind, conf.RequestedPort, func(port uint16) error {
 		c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Bind, port)))
@@ -234,12 +249,16 @@ func (a *PortAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (ne
 		return nil
 	})
 	if err != nil {
+		aq.release()
 		return nil, nil, err
 	}
 	if port == 0 {
 		port = conn.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 	}
-	return conn, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Advertise, port)), nil
+	relayAddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Advertise, port))
+	aq.bound(relayAddr)
+	pc := a.tracker.WrapPacketConn(aq.wrapPacketConn(conn), relayAddr)
+	return aq.wrapWriter(pc), relayAddr, nil
 }
 
 // AllocateListener opens a TCP relay listener (RFC 6062). Like pion it sets
@@ -251,6 +270,10 @@ func (a *PortAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net.
 	p, err := a.family(conf.Network, true)
 	if err != nil {
 		return nil, nil, err
+	}
+	aq, err := a.quota.acquire(conf.UserID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: %s relay for %q: %w", conf.Network, conf.UserID, err)
 	}
 	a.tcpMu.Lock()
 	defer a.tcpMu.Unlock()
@@ -270,12 +293,15 @@ func (a *PortAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net.
 		return nil
 	})
 	if err != nil {
+		aq.release()
 		return nil, nil, err
 	}
 	if port == 0 {
 		port = ln.Addr().(*net.TCPAddr).AddrPort().Port()
 	}
-	return ln, net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.Advertise, port)), nil
+	relayAddr := net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.Advertise, port))
+	aq.bound(relayAddr)
+	return a.tracker.WrapListener(aq.wrapListener(ln), relayAddr), relayAddr, nil
 }
 
 // AllocateConn dials a TCP peer for an RFC 6062 Connect from the relay
@@ -314,7 +340,7 @@ func (a *PortAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, er
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect from %s to peer %s: %w", from, peer, err)
 	}
-	return conn, nil
+	return a.tracker.WrapConn(a.quota.lookup(conf.LocalAddr).wrapConn(conn), conf.LocalAddr), nil
 }
 
 // pick binds a port with bind: exactly the requested one if any, else a

@@ -7,7 +7,8 @@
 # starts a fresh ferry and a fresh coturn on 127.0.0.1 with equivalent
 # settings (one static long-term user, loopback peers allowed, UDP relays on
 # 127.0.0.1 from disjoint port ranges, TCP+UDP listeners, no TLS/DTLS, logs
-# to files) and runs the same `ferry bench` scenarios against each in
+# to files, no per-user allocation quota and no Allocate rate limit: coturn
+# has neither by default) and runs the same `ferry bench` scenarios against each in
 # alternation (ferry, coturn; then coturn, ferry; ...). It prints every
 # measurement, then the median per server and the ratio ferry/coturn with
 # the issue 7 target. Raw JSON reports stay in $OUT.
@@ -119,6 +120,7 @@ start_servers() { # ROUND
 		--listen "udp://127.0.0.1:$FERRY_PORT" --listen "tcp://127.0.0.1:$FERRY_PORT" \
 		--relay-ip 127.0.0.1 --relay-ports "$FERRY_RELAYS" --allow-loopback-peers \
 		--user u=p --realm bench --log-level "$FERRY_LOG" \
+		--quota-user-allocations 0 --limits-allocate-rate 0 \
 		>"$OUT/ferry-$1.log" 2>&1 &
 	FERRY_PID=$!
 	wait_udp "$FERRY_PORT" "$FERRY_PID" ferry

@@ -15,7 +15,7 @@ set -euo pipefail
 # prints "staticcheck 2026.2.2 (0.8.2)").
 STATICCHECK_MODULE_VERSION=v0.8.2
 
-ALL_GROUPS=(build coturn netlab gotools)
+ALL_GROUPS=(build coturn netlab gotools browser docker)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -122,6 +122,79 @@ install_gotools() {
 		GOBIN="$GOBIN_DIR" \
 			go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_MODULE_VERSION}"
 	fi
+}
+
+# browser: headless Chromium and Node.js for test/browser, and the npm
+# packages of the browser tests (test/browser: playwright-core) and of the
+# PeerJS example (examples/peerjs: peer, peerjs, express), installed with
+# `npm ci` from their committed lockfiles. npm ci runs again only when a
+# lockfile changed (a stamp in node_modules records the one installed).
+install_browser() {
+	apt_install chromium
+	if ! have_cmd node || ! have_cmd npm; then
+		apt_install nodejs npm
+	fi
+	local major
+	major="$(node -p 'process.versions.node.split(".")[0]')"
+	((major >= 20)) || die "node $(node --version) is too old for playwright-core; need 20 or later"
+	local root dir sum stamp
+	root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+	for dir in test/browser examples/peerjs; do
+		sum="$(sha256sum "$root/$dir/package-lock.json" | cut -d' ' -f1)"
+		stamp="$root/$dir/node_modules/.ferry-lock-sha256"
+		[[ -f $stamp && "$(cat "$stamp")" == "$sum" ]] && continue
+		log "npm ci in $dir"
+		(cd "$root/$dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+			die "npm ci in $dir failed"
+		printf '%s\n' "$sum" >"$stamp"
+	done
+	have_cmd chromium || die "chromium missing after installing it"
+}
+
+# docker: the Docker engine (docker.io) for test/docker, and a running
+# dockerd. Where systemd runs, its docker.service is started; elsewhere
+# (containers, CI) dockerd is started in the background, logging to
+# /var/log/ferry-dockerd.log, and its socket awaited. If it cannot set up
+# its default bridge (no iptables or bridge support), it is restarted
+# without one: the tests use --network host only.
+install_docker() {
+	have_cmd dockerd || apt_install docker.io
+	have_cmd docker || die "docker CLI missing after installing docker.io"
+	docker_up && return 0
+	if have_cmd systemctl && [[ -d /run/systemd/system ]]; then
+		log "starting docker.service"
+		systemctl start docker || true
+		wait_docker 30 && return 0
+	fi
+	start_dockerd && return 0
+	log "dockerd did not come up with its default bridge; retrying without bridge and iptables"
+	start_dockerd --bridge=none --iptables=false --ip6tables=false ||
+		die "dockerd did not start; see /var/log/ferry-dockerd.log"
+}
+
+# docker_up: true when the docker CLI reaches a daemon.
+docker_up() { docker info >/dev/null 2>&1; }
+
+# wait_docker SECONDS: waits for the daemon to answer.
+wait_docker() {
+	local i
+	for ((i = 0; i < $1 * 4; i++)); do
+		docker_up && return 0
+		sleep 0.25
+	done
+	return 1
+}
+
+# start_dockerd ARGS...: starts dockerd in the background and waits for it;
+# on failure stops the dockerd it started.
+start_dockerd() {
+	log "starting dockerd $* in the background (log: /var/log/ferry-dockerd.log)"
+	nohup dockerd "$@" >>/var/log/ferry-dockerd.log 2>&1 </dev/null &
+	local pid=$!
+	wait_docker 60 && return 0
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	return 1
 }
 
 # ---------------------------------------------------------------- main

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v5"
@@ -44,6 +45,12 @@ type Options struct {
 	// answer Binding requests without OTHER-ADDRESS and CHANGE-REQUEST with
 	// 420.
 	Alternates map[netip.AddrPort]rfc5780.Alternates
+	// Tracker, if set, wraps every relay socket to count and list
+	// allocations; its pion event callbacks run before Events.
+	Tracker *relay.Tracker
+	// Observer, if set, is told of refused credentials, refused allocations
+	// and denied peers, which pion's events do not carry (metrics).
+	Observer Observer
 }
 
 // Sockets are the client-facing sockets, opened by the caller. The server
@@ -65,6 +72,11 @@ type Server struct {
 	stun    *rfc5780.Counters
 	stunRs  []*rfc5780.Responder
 	started time.Time
+	prot    protections
+	gate    *gate
+	tracker *relay.Tracker
+	sockets Sockets
+	closed  atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -131,6 +143,10 @@ func build(o Options, s Sockets) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer policy: %w", err)
 	}
+	prot, err := newProtections(cfg, o.Auth, o.Log)
+	if err != nil {
+		return nil, err
+	}
 	ports, err := relay.NewPortAllocator(relay.PortAllocatorConfig{
 		Bind4:      o.RelayV4,
 		Bind6:      o.RelayV6,
@@ -140,15 +156,20 @@ func build(o Options, s Sockets) (_ *Server, err error) {
 		MaxPort:    hi,
 		Policy:     policy,
 		Log:        o.Log,
+		Tracker:    o.Tracker,
+		Quota:      prot.quota,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay ports: %w", err)
 	}
+	relays := &gate{ports: ports, obs: o.Observer}
 
 	counters := &edge.Counters{}
 	eo := edge.Options{
 		Software: cfg.Software,
-		Screen:   o.Auth.Screen,
+		Screen:   observeScreen(o.Auth.Screen, o.Observer),
+		Gate:     prot.gate.Check,
+		Guard:    prot.guard,
 		Counters: counters,
 		Log:      o.Log,
 	}
@@ -164,25 +185,26 @@ func build(o Options, s Sockets) (_ *Server, err error) {
 			}
 		}
 	}()
-	perm := relay.NewPermissionHandler(policy, o.Log, nil)
+	perm := relay.NewPermissionHandler(policy, o.Log, peerDenied(o.Observer))
 	sc := turn.ServerConfig{
 		LoggerFactory:      pionLoggerFactory{log: o.Log},
 		Realm:              cfg.Realm,
-		AuthHandler:        o.Auth.Handler(),
-		EventHandler:       events(o.Log, o.Events),
+		AuthHandler:        observeAuth(o.Auth.Handler(), o.Observer),
+		EventHandler:       events(o.Log, joinEvents(o.Tracker.Events(), prot.gate.Events(), observerEvents(o.Observer), o.Events)),
+		QuotaHandler:       relay.NewQuotaHandler(prot.quota, quotaRefused(o.Observer)),
 		AllocationLifetime: cfg.Relay.AllocationLifetime,
 	}
 	for _, pc := range s.Packet {
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
 			PacketConn:            responders[localAddrPort(pc)].Wrap(edge.WrapPacketConn(pc, eo)),
-			RelayAddressGenerator: ports,
+			RelayAddressGenerator: relays,
 			PermissionHandler:     perm,
 		})
 	}
 	for _, l := range s.Stream {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
 			Listener:              edge.WrapListener(l, eo),
-			RelayAddressGenerator: ports,
+			RelayAddressGenerator: relays,
 			PermissionHandler:     perm,
 		})
 	}
@@ -203,6 +225,10 @@ func build(o Options, s Sockets) (_ *Server, err error) {
 		stun:    stunCounters,
 		stunRs:  rs,
 		started: time.Now(),
+		prot:    prot,
+		gate:    relays,
+		tracker: o.Tracker,
+		sockets: s,
 	}, nil
 }
 
@@ -264,6 +290,7 @@ func (s *Server) Policy() *relay.Policy { return s.policy }
 // once; later calls return the first result.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		errs := []error{s.turn.Close()}
 		for _, r := range s.stunRs {
 			errs = append(errs, r.Close())

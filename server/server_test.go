@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/dtls/v3"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
 
@@ -71,7 +72,11 @@ type fixture struct {
 	udp   net.Addr
 	tcp   net.Addr
 	tls   net.Addr
+	dtls  net.Addr
 	certs *x509.CertPool
+
+	store             *listen.Certs // served by tls:// and dtls://
+	certFile, keyFile string
 }
 
 type fixtureOpts struct {
@@ -80,7 +85,9 @@ type fixtureOpts struct {
 	externalIP    string
 	secrets       []string
 	withTLS       bool
+	withDTLS      bool
 	udpSockets    int
+	configure     func(*config.Config) // adjusts the config before Validate
 }
 
 func startServer(t *testing.T, o fixtureOpts) *fixture {
@@ -113,16 +120,26 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 	cfg.Listen = []string{"udp://" + host + ":0", "tcp://" + host + ":0"}
 	f := &fixture{}
 	var certs *listen.Certs
-	if o.withTLS {
+	if o.withTLS || o.withDTLS {
 		certFile, keyFile, pool := selfSigned(t)
 		f.certs = pool
+		f.certFile, f.keyFile = certFile, keyFile
 		var err error
 		certs, err = listen.LoadCerts(certFile, keyFile)
 		if err != nil {
 			t.Fatal(err)
 		}
+		f.store = certs
 		cfg.TLS.Cert, cfg.TLS.Key = certFile, keyFile
-		cfg.Listen = append(cfg.Listen, "tls://"+host+":0")
+		if o.withTLS {
+			cfg.Listen = append(cfg.Listen, "tls://"+host+":0")
+		}
+		if o.withDTLS {
+			cfg.Listen = append(cfg.Listen, "dtls://"+host+":0")
+		}
+	}
+	if o.configure != nil {
+		o.configure(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -153,6 +170,13 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 			}
 			socks.Stream = append(socks.Stream, ln)
 			f.tls = ln.Addr()
+		case config.DTLS:
+			ln, err := listen.DTLS(l, certs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			socks.Stream = append(socks.Stream, ln)
+			f.dtls = ln.Addr()
 		}
 	}
 	snap, err := auth.NewSnapshot(cfg.Realm, cfg.Auth.Users, cfg.Auth.Secrets)
@@ -258,6 +282,19 @@ func (f *fixture) clientConn(t *testing.T, transport string) (net.PacketConn, ne
 		}
 		t.Cleanup(func() { _ = c.Close() })
 		return turn.NewSTUNConn(c), f.tls
+	case "dtls":
+		network := "udp4" // pion's client infers the relay family from the local address
+		if strings.HasPrefix(f.dtls.String(), "[") {
+			network = "udp6"
+		}
+		c, err := dtls.DialWithOptions(network, f.dtls.(*net.UDPAddr),
+			dtls.WithRootCAs(f.certs), dtls.WithServerName("ferry.test"),
+			dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return turn.NewSTUNConn(c), f.dtls
 	}
 	t.Fatalf("unknown transport %s", transport)
 	return nil, nil

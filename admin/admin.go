@@ -1,0 +1,143 @@
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/ferryrtc/ferry/relay"
+)
+
+// Prefix is the path the admin API is mounted under.
+const Prefix = "/v1/admin/"
+
+// Options configures the admin API.
+type Options struct {
+	// Token is the bearer token callers must present; it must not be empty.
+	Token string
+	// Tracker lists and closes allocations.
+	Tracker *relay.Tracker
+	// Log receives one line per state-changing call; nil discards.
+	Log *slog.Logger
+}
+
+// AllocationList is the body of GET /v1/admin/allocations.
+type AllocationList struct {
+	Count       int                `json:"count"`
+	Allocations []relay.Allocation `json:"allocations"`
+}
+
+// Closed is the body of the DELETE calls.
+type Closed struct {
+	Closed int `json:"closed"`
+}
+
+type handler struct {
+	tokenHash [sha256.Size]byte
+	tracker   *relay.Tracker
+	log       *slog.Logger
+	mux       *http.ServeMux
+}
+
+// New returns the admin API handler for every path under Prefix. It
+// refuses to build without a token or a tracker.
+func New(o Options) (http.Handler, error) {
+	if o.Token == "" {
+		return nil, errors.New("admin: no token: set http.admin-token")
+	}
+	if o.Tracker == nil {
+		return nil, errors.New("admin: no allocation tracker")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{tokenHash: sha256.Sum256([]byte(o.Token)), tracker: o.Tracker, log: o.Log, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET "+Prefix+"allocations", h.list)
+	h.mux.HandleFunc("DELETE "+Prefix+"allocations/{relay}", h.closeOne)
+	h.mux.HandleFunc("DELETE "+Prefix+"users/{user}/allocations", h.closeUser)
+	return h, nil
+}
+
+// ServeHTTP checks the bearer token, then routes.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry-admin"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong admin token (Authorization: Bearer <http.admin-token>)")
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// authorized compares the presented token with the configured one in
+// constant time: both are hashed first, so neither content nor length
+// leaks through timing.
+func (h *handler) authorized(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(got[:], h.tokenHash[:]) == 1
+}
+
+func (h *handler) list(w http.ResponseWriter, _ *http.Request) {
+	all := h.tracker.List()
+	writeJSON(w, http.StatusOK, AllocationList{Count: len(all), Allocations: all})
+}
+
+// closeOne closes the allocation with relay address {relay}, IP:PORT as
+// listed; ?transport=udp|tcp picks one when a UDP and a TCP allocation
+// share the address.
+func (h *handler) closeOne(w http.ResponseWriter, r *http.Request) {
+	raw := r.PathValue("relay")
+	ap, err := netip.ParseAddrPort(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "relay "+quote(raw)+" is not IP:PORT (IPv6 as [addr]:port) as listed by GET "+Prefix+"allocations")
+		return
+	}
+	transport := r.URL.Query().Get("transport")
+	switch transport {
+	case "", relay.TransportUDP, relay.TransportTCP:
+	default:
+		writeError(w, http.StatusBadRequest, "transport "+quote(transport)+" is not udp or tcp")
+		return
+	}
+	n, err := h.tracker.Close(ap, transport)
+	if errors.Is(err, relay.ErrNoAllocation) {
+		writeError(w, http.StatusNotFound, "no live allocation with relay address "+ap.String())
+		return
+	}
+	h.log.Info("admin: allocation closed", "relay", ap, "transport", transport, "closed", n, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, Closed{Closed: n})
+}
+
+// closeUser closes every allocation of {user}; 0 closed is not an error.
+func (h *handler) closeUser(w http.ResponseWriter, r *http.Request) {
+	user := r.PathValue("user")
+	n := h.tracker.CloseUser(user)
+	h.log.Info("admin: user's allocations closed", "user", user, "closed", n, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, Closed{Closed: n})
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

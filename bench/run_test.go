@@ -1,0 +1,318 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v5"
+)
+
+const (
+	testRealm  = "bench.test"
+	testUser   = "alice"
+	testPass   = "wonderland"
+	testSecret = "rest-secret"
+)
+
+// tlog writes slog records to t.Log.
+type tlog struct{ t testing.TB }
+
+func (w tlog) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// pionServer is a pion turn.Server on loopback UDP and TCP listeners.
+type pionServer struct {
+	udp, tcp string
+}
+
+// startPion starts a pion TURN server with relays on 127.0.0.1 and the
+// default (open) permission handler; with secret it takes TURN REST
+// credentials, else testUser/testPass.
+func startPion(t *testing.T, secret string) pionServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	authHandler := turn.AuthHandler(func(ra *turn.RequestAttributes) (string, []byte, bool) {
+		if ra.Username != testUser {
+			return "", nil, false
+		}
+		return testUser, turn.GenerateAuthKey(testUser, testRealm, testPass), true
+	})
+	if secret != "" {
+		authHandler = turn.LongTermTURNRESTAuthHandler(secret, lf.NewLogger("auth"))
+	}
+	gen := func() turn.RelayAddressGenerator {
+		return &turn.RelayAddressGeneratorStatic{RelayAddress: net.ParseIP("127.0.0.1"), Address: "127.0.0.1"}
+	}
+	srv, err := turn.NewServer(turn.ServerConfig{
+		Realm:             testRealm,
+		AuthHandler:       authHandler,
+		LoggerFactory:     lf,
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: pc, RelayAddressGenerator: gen()}},
+		ListenerConfigs:   []turn.ListenerConfig{{Listener: ln, RelayAddressGenerator: gen()}},
+	})
+	if err != nil {
+		_ = pc.Close()
+		_ = ln.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("closing pion server: %v", err)
+		}
+	})
+	return pionServer{udp: pc.LocalAddr().String(), tcp: ln.Addr().String()}
+}
+
+// waitGoroutines fails t if the goroutine count does not come back to at
+// most n within a few seconds (pion ends an allocation's goroutines
+// asynchronously after its release).
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, want <= %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// jsonHas reports whether the dotted path exists in v.
+func jsonHas(v map[string]any, path string) bool {
+	var cur any = v
+	for _, k := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return false
+		}
+		if cur, ok = m[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func TestRunAgainstPion(t *testing.T) {
+	tests := []struct {
+		name      string
+		secret    bool
+		cfg       Config
+		zeroLoss  bool
+		minPeer   uint64 // relay: packets the peer must have seen (a quarter of the nominal: the race detector and a busy machine stall the pacer)
+		wantCount uint64 // relay: exact packets sent, when count-bounded
+		wantIO    string
+		fields    []string
+	}{
+		{
+			name:     "udp fixed rate",
+			cfg:      Config{Transport: "udp", Allocations: 3, Rate: 50, Duration: time.Second},
+			zeroLoss: true, minPeer: 35, wantIO: "blocking",
+			fields: []string{"relay.relayed_pps", "relay.mbit_per_s", "relay.loss_pct", "relay.rtt.p50_us", "relay.rtt.p99_us",
+				"server.cpu_seconds", "server.cpu_us_per_packet", "server.rss_kib_per_allocation", "generator.cpu_seconds", "setup.allocations_per_s"},
+		},
+		{
+			name:     "udp fixed rate, polled",
+			cfg:      Config{Transport: "udp", Allocations: 2, Rate: 400, Duration: time.Second},
+			zeroLoss: true, minPeer: 200, wantIO: "polled",
+			fields: []string{"relay.relayed_pps", "io"},
+		},
+		{
+			name:     "tcp fixed rate",
+			cfg:      Config{Transport: "tcp", Allocations: 3, Rate: 50, Duration: time.Second},
+			zeroLoss: true, minPeer: 35,
+			fields: []string{"relay.relayed_pps", "relay.rtt.p50_us"},
+		},
+		{
+			name:    "udp max window",
+			cfg:     Config{Transport: "udp", Allocations: 2, Window: 4, Duration: time.Second},
+			minPeer: 20,
+			fields:  []string{"relay.relayed_pps", "window"},
+		},
+		{
+			name:     "udp rest secret, count-bounded",
+			secret:   true,
+			cfg:      Config{Transport: "udp", Allocations: 4, Rate: 100, Count: 100, Duration: 5 * time.Second, User: "bob"},
+			zeroLoss: true, wantCount: 100,
+			fields: []string{"relay.sent"},
+		},
+		{
+			name:   "udp allocs",
+			cfg:    Config{Mode: ModeAllocs, Transport: "udp", Allocations: 4, Duration: time.Second},
+			fields: []string{"allocs.allocations_per_s", "allocs.allocate_latency.p50_us", "server.cpu_us_per_allocation"},
+		},
+		{
+			name:   "tcp allocs, count-bounded",
+			cfg:    Config{Mode: ModeAllocs, Transport: "tcp", Allocations: 2, Count: 20, Duration: 5 * time.Second},
+			fields: []string{"allocs.allocations_per_s"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			secret := ""
+			if tt.secret {
+				secret = testSecret
+			}
+			srv := startPion(t, secret)
+			before := runtime.NumGoroutine()
+			cfg := tt.cfg
+			cfg.Server = srv.udp
+			if cfg.Transport == "tcp" {
+				cfg.Server = srv.tcp
+			}
+			if tt.secret {
+				cfg.Secret = secret
+			} else {
+				cfg.User, cfg.Password = testUser, testPass
+			}
+			cfg.Realm = testRealm
+			cfg.ServerPID = os.Getpid() // the server runs in this process
+			rep, err := Run(context.Background(), cfg, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text strings.Builder
+			if err := rep.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			t.Log("\n" + text.String())
+			waitGoroutines(t, before)
+
+			if x := rep.Relay; x != nil {
+				if x.PeerReceived < tt.minPeer || x.Received == 0 {
+					t.Errorf("peer got %d (want >= %d), back %d", x.PeerReceived, tt.minPeer, x.Received)
+				}
+				if tt.zeroLoss && (x.LossPct != 0 || x.Received != x.Sent) {
+					t.Errorf("loss %.3f%%: sent %d, back %d (%s)", x.LossPct, x.Sent, x.Received, x.FirstError)
+				}
+				if tt.wantCount > 0 && x.Sent != tt.wantCount {
+					t.Errorf("sent %d, want exactly %d", x.Sent, tt.wantCount)
+				}
+				if x.Invalid != 0 || x.SendErrors != 0 || x.PeerErrors != 0 {
+					t.Errorf("invalid %d, send errors %d, peer errors %d: %s", x.Invalid, x.SendErrors, x.PeerErrors, x.FirstError)
+				}
+				if x.RTT.P50 <= 0 || x.RTT.P99 < x.RTT.P50 {
+					t.Errorf("rtt p50 %v p99 %v", x.RTT.P50, x.RTT.P99)
+				}
+				if rep.Setup.ReleaseErrs != 0 {
+					t.Errorf("%d releases failed", rep.Setup.ReleaseErrs)
+				}
+			}
+			if tt.wantIO != "" && rep.IO != tt.wantIO {
+				t.Errorf("io %q, want %q", rep.IO, tt.wantIO)
+			}
+			if a := rep.Allocs; a != nil {
+				if a.Opened == 0 || a.Failed != 0 || a.Released != a.Opened {
+					t.Errorf("opened %d, released %d, failed %d: %s", a.Opened, a.Released, a.Failed, a.FirstError)
+				}
+				if cfg.Count > 0 && a.Opened != uint64(cfg.Count) {
+					t.Errorf("opened %d, want exactly %d", a.Opened, cfg.Count)
+				}
+			}
+			if rep.Srv == nil || rep.Srv.RSSStartKiB == 0 || rep.Gen == nil {
+				t.Errorf("server/generator process sections missing: %+v %+v", rep.Srv, rep.Gen)
+			}
+
+			b, err := json.Marshal(rep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range append([]string{"mode", "transport", "target", "allocations", "duration_s", "generator.cpu_seconds", "server.rss_kib_end"}, tt.fields...) {
+				if !jsonHas(m, f) {
+					t.Errorf("JSON report has no %s: %s", f, b)
+				}
+			}
+		})
+	}
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"remote target", Config{Server: "192.0.2.1:3478", User: "u", Password: "p"}, "not loopback"},
+		{"no credentials", Config{Server: "127.0.0.1:3478"}, "credentials"},
+		{"tiny payload", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", Size: 8}, "size 8"},
+		{"endless", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", Duration: time.Hour}, "duration"},
+		{"count below allocations", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", Allocations: 4, Count: 2}, "count 2"},
+		{"bad transport", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", Transport: "sctp"}, "transport"},
+		{"no port", Config{Server: "127.0.0.1", User: "u", Password: "p"}, "missing port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Run(context.Background(), tt.cfg, testLogger(t))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestResolveServerLoopback(t *testing.T) {
+	tests := []struct {
+		server      string
+		allowRemote bool
+		ok          bool
+	}{
+		{"127.0.0.1:3478", false, true},
+		{"127.9.9.9:3478", false, true},
+		{"[::1]:3478", false, true},
+		{"[::ffff:127.0.0.1]:3478", false, true},
+		{"192.0.2.1:3478", false, false},
+		{"192.0.2.1:3478", true, true},
+		{"[2001:db8::1]:3478", false, false},
+		{"127.0.0.1:0", false, false},
+	}
+	for _, tt := range tests {
+		_, err := resolveServer(tt.server, tt.allowRemote)
+		if (err == nil) != tt.ok {
+			t.Errorf("resolveServer(%q, %v) = %v, want ok=%v", tt.server, tt.allowRemote, err, tt.ok)
+		}
+	}
+}
+
+func TestRESTCredentialsMatchPion(t *testing.T) {
+	user, pass, err := turn.GenerateLongTermTURNRESTCredentials(testSecret, "carol", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, _, _ := strings.Cut(user, ":")
+	var sec int64
+	for _, c := range exp {
+		sec = sec*10 + int64(c-'0')
+	}
+	got := RESTCredentials(testSecret, "carol", time.Unix(sec, 0))
+	if got.User != user || got.Password != pass {
+		t.Fatalf("RESTCredentials = %+v, pion made %q/%q", got, user, pass)
+	}
+}

@@ -1,0 +1,150 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v5"
+)
+
+// benchTestServer starts a pion TURN server on loopback UDP and TCP with
+// one static user; it returns the UDP and TCP addresses.
+func benchTestServer(t *testing.T) (udp, tcp string) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	gen := func() turn.RelayAddressGenerator {
+		return &turn.RelayAddressGeneratorStatic{RelayAddress: net.ParseIP("127.0.0.1"), Address: "127.0.0.1"}
+	}
+	srv, err := turn.NewServer(turn.ServerConfig{
+		Realm: "bench.test",
+		AuthHandler: func(ra *turn.RequestAttributes) (string, []byte, bool) {
+			if ra.Username != "u" {
+				return "", nil, false
+			}
+			return "u", turn.GenerateAuthKey("u", "bench.test", "p"), true
+		},
+		LoggerFactory:     lf,
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: pc, RelayAddressGenerator: gen()}},
+		ListenerConfigs:   []turn.ListenerConfig{{Listener: ln, RelayAddressGenerator: gen()}},
+	})
+	if err != nil {
+		_ = pc.Close()
+		_ = ln.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return pc.LocalAddr().String(), ln.Addr().String()
+}
+
+// TestBenchSmoke runs `ferry bench` for about two seconds against a pion
+// server and checks the JSON report: the short smoke of the suite.
+func TestBenchSmoke(t *testing.T) {
+	udp, tcp := benchTestServer(t)
+	pid := strconv.Itoa(os.Getpid())
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"udp", []string{"turn://" + udp, "--duration", "2s"}},
+		{"tcp via URL", []string{"turn:" + tcp + "?transport=tcp", "--duration", "1s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
+			args := append([]string{"bench"}, tt.args...)
+			args = append(args, "--user", "u", "--password", "p", "--realm", "bench.test",
+				"--allocations", "2", "--rate", "50", "--server-pid", pid, "--json")
+			if code := run(context.Background(), e, args); code != 0 {
+				t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
+			}
+			var rep struct {
+				Relay *struct {
+					Sent     uint64  `json:"sent"`
+					Received uint64  `json:"received"`
+					Loss     float64 `json:"loss_pct"`
+					RTT      struct {
+						P50 float64 `json:"p50_us"`
+					} `json:"rtt"`
+				} `json:"relay"`
+				Server *struct {
+					CPUPerPacket *float64 `json:"cpu_us_per_packet"`
+				} `json:"server"`
+			}
+			if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+				t.Fatalf("%v in %s", err, stdout.String())
+			}
+			if rep.Relay == nil || rep.Relay.Received == 0 || rep.Relay.RTT.P50 <= 0 || rep.Server == nil {
+				t.Fatalf("report without traffic: %s", stdout.String())
+			}
+			if rep.Relay.Received != rep.Relay.Sent {
+				t.Errorf("sent %d, back %d at 50 packets/s", rep.Relay.Sent, rep.Relay.Received)
+			}
+		})
+	}
+}
+
+func TestBenchRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"remote target", []string{"turn://192.0.2.7:3478", "--user", "u", "--password", "p"}, "not loopback"},
+		{"conflicting transport", []string{"turn:127.0.0.1:3478?transport=tcp", "--transport", "udp", "--user", "u", "--password", "p"}, "transport"},
+		{"no credentials", []string{"turn://127.0.0.1:3478"}, "credentials"},
+		{"tls", []string{"turns:127.0.0.1:5349", "--user", "u", "--password", "p"}, "not supported"},
+		{"bad mode", []string{"turn://127.0.0.1:3478", "--user", "u", "--password", "p", "--mode", "fast"}, "mode"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
+			code := run(context.Background(), e, append([]string{"bench"}, tt.args...))
+			if code != 2 || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want 2 mentioning %q", code, stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestParseTURNURL(t *testing.T) {
+	tests := []struct {
+		in, server, transport string
+		ok                    bool
+	}{
+		{"turn://127.0.0.1:3478", "127.0.0.1:3478", "", true},
+		{"turn:127.0.0.1:3479?transport=tcp", "127.0.0.1:3479", "tcp", true},
+		{"127.0.0.1:3478", "127.0.0.1:3478", "", true},
+		{"turn://127.0.0.1", "127.0.0.1:3478", "", true},
+		{"turn:[::1]:3478", "[::1]:3478", "", true},
+		{"turn:[::1]", "[::1]:3478", "", true},
+		{"turn://localhost:3478/", "localhost:3478", "", true},
+		{"turn:127.0.0.1?transport=sctp", "", "", false},
+		{"turns:127.0.0.1", "", "", false},
+		{"http://127.0.0.1", "", "", false},
+		{"turn://", "", "", false},
+	}
+	for _, tt := range tests {
+		server, transport, err := parseTURNURL(tt.in)
+		if (err == nil) != tt.ok || server != tt.server || transport != tt.transport {
+			t.Errorf("parseTURNURL(%q) = %q, %q, %v; want %q, %q, ok=%v", tt.in, server, transport, err, tt.server, tt.transport, tt.ok)
+		}
+	}
+}

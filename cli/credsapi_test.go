@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferryrtc/ferry/creds"
+)
+
+const (
+	apiKey1 = "key1-0123456789abcdef"
+	apiKey2 = "key2-0123456789abcdef"
+)
+
+// credsConfig is a serve configuration on 127.0.0.1 with the credentials API.
+func credsConfig(secrets, keys []string) string {
+	return fmt.Sprintf(`realm: ferry.test
+listen: [udp://127.0.0.1:0, tcp://127.0.0.1:0]
+relay:
+  ip: [127.0.0.1]
+auth:
+  secrets: [%s]
+log:
+  level: debug
+http:
+  listen: 127.0.0.1:0
+  api-keys: [%s]
+`, strings.Join(secrets, ", "), strings.Join(keys, ", "))
+}
+
+var httpAddrRE = regexp.MustCompile(`msg="http listening" addr=(\S+)`)
+
+// postCreds calls the credentials API with key and returns the status and,
+// on 200, the credential.
+func postCreds(t *testing.T, base, key string) (int, creds.Credential) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/credentials?user=alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /v1/credentials: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var c creds.Credential
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, &c); err != nil {
+			t.Fatalf("body %q: %v", body, err)
+		}
+	}
+	return resp.StatusCode, c
+}
+
+// TestServeCredentialsAPIReload runs `ferry serve` with the credentials API,
+// then rotates the API key and the REST secret with SIGHUP.
+func TestServeCredentialsAPIReload(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	path := filepath.Join(dir, "ferry.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(credsConfig([]string{"secret-one"}, []string{apiKey1}))
+
+	sigs := make(chan os.Signal, 1)
+	e, _, stderr := testEnv(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, e, []string{"serve", "--config", path}) }()
+	defer func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exited %d", code)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not stop within 10s of its context ending")
+		}
+		t.Logf("ferry log:\n%s", stderr)
+	}()
+
+	var base string
+	waitFor(t, "the http listener", func() bool {
+		if m := httpAddrRE.FindStringSubmatch(stderr.String()); m != nil {
+			base = "http://" + m[1]
+			return true
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d:\n%s", code, stderr)
+		default:
+		}
+		return false
+	})
+
+	code, c := postCreds(t, base, apiKey1)
+	if code != http.StatusOK {
+		t.Fatalf("key1 before reload: status %d", code)
+	}
+	if c.Credential != hmacPassword("secret-one", c.Username) || !strings.HasSuffix(c.Username, ":alice") {
+		t.Fatalf("credential %+v not signed with secret-one for alice", c)
+	}
+	udp := regexp.MustCompile(`^turn:127\.0\.0\.1:[1-9][0-9]*\?transport=udp$`)
+	if len(c.ICEServers) != 2 || !udp.MatchString(c.ICEServers[1].URLs[0]) {
+		t.Fatalf("iceServers %+v do not name the bound UDP listener", c.ICEServers)
+	}
+	if code, _ := postCreds(t, base, apiKey2); code != http.StatusUnauthorized {
+		t.Fatalf("key2 before reload: status %d, want 401", code)
+	}
+
+	// Rotate: key2 replaces key1, secret-two signs, secret-one still listed.
+	write(credsConfig([]string{"secret-two", "secret-one"}, []string{apiKey2}))
+	sigs <- syscall.SIGHUP
+	waitFor(t, "key2 to be accepted after SIGHUP", func() bool {
+		code, _ := postCreds(t, base, apiKey2)
+		return code == http.StatusOK
+	})
+	if code, _ := postCreds(t, base, apiKey1); code != http.StatusUnauthorized {
+		t.Fatalf("key1 after reload: status %d, want 401", code)
+	}
+	if _, c := postCreds(t, base, apiKey2); c.Credential != hmacPassword("secret-two", c.Username) {
+		t.Fatal("after reload the credential is not signed with the new first secret")
+	}
+	if !strings.Contains(stderr.String(), "api keys 1->1 +1 -1") {
+		t.Fatalf("reload log does not report the key change:\n%s", stderr)
+	}
+
+	// A broken configuration is refused; key2 keeps working.
+	write(credsConfig([]string{"secret-two"}, []string{"short"}))
+	sigs <- syscall.SIGHUP
+	waitFor(t, "the broken reload to be refused", func() bool {
+		return strings.Contains(stderr.String(), "reload refused")
+	})
+	if code, _ := postCreds(t, base, apiKey2); code != http.StatusOK {
+		t.Fatalf("key2 after a refused reload: status %d, want 200", code)
+	}
+}
+
+// waitFor polls cond every 20ms for up to 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

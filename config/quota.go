@@ -1,0 +1,125 @@
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Quota caps what clients may hold. Zero means unlimited.
+type Quota struct {
+	// UserAllocations caps the live allocations of one user (a static
+	// user, or the user part of a REST username); past it Allocate gets
+	// 486 (Allocation Quota Reached).
+	UserAllocations int `mapstructure:"user-allocations"`
+	// TotalAllocations caps the live allocations of the server; past it
+	// Allocate gets 508 (Insufficient Capacity). The relay port range caps
+	// it anyway.
+	TotalAllocations int `mapstructure:"total-allocations"`
+	// Permissions and Channels cap the peer permissions and channel
+	// bindings of one allocation; past them CreatePermission and
+	// ChannelBind get 508.
+	Permissions int `mapstructure:"permissions"`
+	Channels    int `mapstructure:"channels"`
+	// MaxLifetime caps the LIFETIME clients may ask for (1m to 1h).
+	MaxLifetime time.Duration `mapstructure:"max-lifetime"`
+	// AllocationBandwidth and UserBandwidth cap relayed bytes per second
+	// of one allocation and of all of one user's allocations, each
+	// direction separately.
+	AllocationBandwidth int `mapstructure:"allocation-bandwidth"`
+	UserBandwidth       int `mapstructure:"user-bandwidth"`
+}
+
+// Limits are the abuse limits applied per client IP address before any
+// request reaches the TURN server, and the nonce rules.
+type Limits struct {
+	// AllocateRate and AllocateBurst limit Allocate requests and
+	// unauthenticated requests (other than Binding) per client IP (IPv6:
+	// per /64): per minute on average, at once. Excess is dropped.
+	AllocateRate  int `mapstructure:"allocate-rate"`
+	AllocateBurst int `mapstructure:"allocate-burst"`
+	// AuthFailureRate and AuthFailureBurst limit refused credentials per
+	// client IP; past them the IP's authenticated requests are dropped
+	// until the bucket refills.
+	AuthFailureRate  int `mapstructure:"auth-failure-rate"`
+	AuthFailureBurst int `mapstructure:"auth-failure-burst"`
+	// TrackedIPs is how many client IPs each limit remembers.
+	TrackedIPs int `mapstructure:"tracked-ips"`
+	// NonceLifetime is how long a nonce is accepted (1m to 1h); older
+	// nonces get 438 (Stale Nonce).
+	NonceLifetime time.Duration `mapstructure:"nonce-lifetime"`
+	// BindNonces makes a nonce valid only from the IP address it was sent
+	// to.
+	BindNonces bool `mapstructure:"bind-nonces"`
+}
+
+// defaultQuota and defaultLimits are the embedded defaults.
+func defaultQuota() Quota {
+	return Quota{UserAllocations: 64, Permissions: 128, Channels: 128, MaxLifetime: time.Hour}
+}
+
+func defaultLimits() Limits {
+	return Limits{
+		AllocateRate: 600, AllocateBurst: 100,
+		AuthFailureRate: 60, AuthFailureBurst: 20,
+		TrackedIPs:    1 << 16,
+		NonceLifetime: 10 * time.Minute,
+		BindNonces:    true,
+	}
+}
+
+// validateQuota checks quota.* and limits.*.
+func (c *Config) validateQuota(add func(string, error)) {
+	const maxCount = 1_000_000
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"quota.user-allocations", c.Quota.UserAllocations},
+		{"quota.total-allocations", c.Quota.TotalAllocations},
+		{"quota.permissions", c.Quota.Permissions},
+		{"quota.channels", c.Quota.Channels},
+		{"limits.allocate-rate", c.Limits.AllocateRate},
+		{"limits.auth-failure-rate", c.Limits.AuthFailureRate},
+	} {
+		if v.n < 0 || v.n > maxCount {
+			add(v.key, fmt.Errorf("%d is out of range; use 0 (unlimited) to %d", v.n, maxCount))
+		}
+	}
+	if c.Quota.Channels > 0x1000 {
+		add("quota.channels", fmt.Errorf("%d is more than the 4096 channel numbers RFC 8656 has; use 0 (unlimited) to 4096", c.Quota.Channels))
+	}
+	for _, v := range []struct {
+		key  string
+		rate int
+		n    int
+	}{
+		{"limits.allocate-burst", c.Limits.AllocateRate, c.Limits.AllocateBurst},
+		{"limits.auth-failure-burst", c.Limits.AuthFailureRate, c.Limits.AuthFailureBurst},
+	} {
+		if v.n < 0 || v.n > maxCount || v.rate > 0 && v.n == 0 {
+			add(v.key, fmt.Errorf("%d is out of range; use 1 to %d (the rate's burst)", v.n, maxCount))
+		}
+	}
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"quota.allocation-bandwidth", c.Quota.AllocationBandwidth},
+		{"quota.user-bandwidth", c.Quota.UserBandwidth},
+	} {
+		if v.n < 0 || v.n > 0 && v.n < 1000 {
+			add(v.key, fmt.Errorf("%d bytes/s is out of range; use 0 (unlimited) or at least 1000 (e.g. 250000 for 2 Mbit/s)", v.n))
+		}
+	}
+	if c.Limits.TrackedIPs < 1 || c.Limits.TrackedIPs > 1<<24 {
+		add("limits.tracked-ips", fmt.Errorf("%d is out of range; use 1 to 16777216", c.Limits.TrackedIPs))
+	}
+	if d := c.Quota.MaxLifetime; d < time.Minute || d > time.Hour || d%time.Second != 0 {
+		add("quota.max-lifetime", fmt.Errorf("%s is out of range; use whole seconds from 1m to 1h (pion never grants more than 1h)", d))
+	} else if c.Relay.AllocationLifetime > d {
+		add("quota.max-lifetime", fmt.Errorf("%s is below relay.allocation-lifetime %s; raise it or lower the default lifetime", d, c.Relay.AllocationLifetime))
+	}
+	if d := c.Limits.NonceLifetime; d < time.Minute || d > time.Hour {
+		add("limits.nonce-lifetime", fmt.Errorf("%s is out of range; use 1m to 1h (pion's nonces last 1h)", d))
+	}
+}

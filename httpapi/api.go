@@ -1,0 +1,259 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferryrtc/ferry/auth"
+	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/creds"
+)
+
+// Path is where the credentials API is mounted.
+const Path = "/v1/credentials"
+
+// Compile-time interface guard.
+var _ http.Handler = (*API)(nil)
+
+// Options is what the credentials API needs beyond its Policy.
+type Options struct {
+	// Credentials returns the snapshot new credentials are signed with:
+	// (*auth.Authenticator).Snapshot, so a reload's new secrets apply at once.
+	Credentials func() *auth.Snapshot
+	// Host is the host name or IP put in the iceServers URLs.
+	Host string
+	// Listeners are ferry's listeners as bound (real ports).
+	Listeners []config.Listener
+	// Log receives one line per credential minted (info) and per refusal
+	// (debug). Nil discards.
+	Log *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// MaxLimiters bounds each rate-limiter map (API keys, client IPs);
+	// 0 means 10000.
+	MaxLimiters int
+}
+
+// API serves POST /v1/credentials. It is safe for concurrent use.
+type API struct {
+	o      Options
+	policy atomic.Pointer[Policy]
+	keys   *limiters
+	ips    *limiters
+}
+
+// New returns the credentials API serving p.
+func New(o Options, p *Policy) (*API, error) {
+	if o.Credentials == nil {
+		return nil, errors.New("httpapi: Options.Credentials is nil")
+	}
+	if p == nil {
+		return nil, errors.New("httpapi: nil policy")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	a := &API{o: o, keys: newLimiters(o.MaxLimiters), ips: newLimiters(o.MaxLimiters)}
+	a.policy.Store(p)
+	return a, nil
+}
+
+// Policy returns the policy in force.
+func (a *API) Policy() *Policy { return a.policy.Load() }
+
+// Swap makes p the policy in force (nil is ignored) and returns the previous
+// one. Requests already running finish under the old policy. Rate-limit
+// buckets are kept; changed limits apply to them from their next request.
+func (a *API) Swap(p *Policy) (old *Policy) {
+	if p == nil {
+		return a.policy.Load()
+	}
+	return a.policy.Swap(p)
+}
+
+// errorBody is every error response.
+type errorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+// ServeHTTP answers POST (mint), OPTIONS (CORS preflight) and 405 otherwise.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := a.policy.Load()
+	now := a.o.Now()
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	fromPage := origin != ""
+	if fromPage {
+		if !p.originAllowed(origin) {
+			a.refuse(r, "origin not allowed", "origin", origin)
+			writeError(w, http.StatusForbidden, "Origin", "origin "+strconv.Quote(origin)+" may not call this API (http.cors-origins)")
+			return
+		}
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Expose-Headers", "Retry-After")
+	}
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodOptions:
+		a.preflight(w, r, fromPage)
+		return
+	default:
+		h.Set("Allow", "POST, OPTIONS")
+		writeError(w, http.StatusMethodNotAllowed, "", r.Method+" is not allowed; use POST")
+		return
+	}
+
+	caller, ok := a.authorize(w, r, p, now, fromPage)
+	if !ok {
+		return
+	}
+	req, ierr := parseRequest(r)
+	if ierr != nil {
+		a.refuse(r, "bad input", "caller", caller, "field", ierr.field, "err", ierr.msg)
+		writeError(w, ierr.status, ierr.field, ierr.field+" "+ierr.msg)
+		return
+	}
+	snap := a.o.Credentials()
+	if snap == nil || !snap.HasSecrets() {
+		a.o.Log.Warn("credentials API: no REST API secret to sign with; set auth.secrets", "caller", caller)
+		writeError(w, http.StatusServiceUnavailable, "", "ferry has no shared secret to sign credentials with (auth.secrets)")
+		return
+	}
+	ttl := req.ttl
+	if ttl == 0 {
+		ttl = defaultTTL
+	}
+	c, err := creds.Mint(snap, req.user, ttl, p.maxTTL, now, a.o.Host, a.o.Listeners)
+	if err != nil {
+		a.o.Log.Error("credentials API: mint failed", "caller", caller, "err", err)
+		writeError(w, http.StatusInternalServerError, "", "could not mint a credential")
+		return
+	}
+	a.o.Log.Info("credentials minted", "caller", caller, "user", req.user, "ttl", c.TTL, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, c)
+}
+
+// preflight answers a CORS preflight. The origin was already checked.
+func (a *API) preflight(w http.ResponseWriter, r *http.Request, fromPage bool) {
+	h := w.Header()
+	h.Set("Allow", "POST, OPTIONS")
+	if fromPage {
+		if m := r.Header.Get("Access-Control-Request-Method"); m != "" && m != http.MethodPost {
+			writeError(w, http.StatusMethodNotAllowed, "Access-Control-Request-Method", m+" is not allowed; use POST")
+			return
+		}
+		h.Add("Vary", "Access-Control-Request-Method")
+		h.Add("Vary", "Access-Control-Request-Headers")
+		h.Set("Access-Control-Allow-Methods", "POST")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		h.Set("Access-Control-Max-Age", "600")
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// authorize admits a request with a valid API key (limited per key) or, when
+// the policy allows anonymous origins, a page on an allowed origin (limited
+// per client IP). Everything else is limited per client IP too, then refused
+// with 401. It returns the caller as logged: "key:<id>" or "origin:<origin>".
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, p *Policy, now time.Time, fromPage bool) (string, bool) {
+	authz := r.Header.Get("Authorization")
+	if authz != "" {
+		token, isBearer := bearer(authz)
+		if k, ok := p.match(token); isBearer && ok {
+			caller := "key:" + k.id
+			return caller, a.limit(w, r, a.keys, k.id, p.perKey, now, caller)
+		}
+		if !a.limit(w, r, a.ips, clientKey(r.RemoteAddr), p.perIP, now, "ip") {
+			return "", false
+		}
+		a.refuse(r, "invalid API key")
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry", error="invalid_token"`)
+		writeError(w, http.StatusUnauthorized, "Authorization", "the API key is not valid; send Authorization: Bearer <api key>")
+		return "", false
+	}
+	if !a.limit(w, r, a.ips, clientKey(r.RemoteAddr), p.perIP, now, "ip") {
+		return "", false
+	}
+	if fromPage && p.anonymous {
+		return "origin:" + r.Header.Get("Origin"), true
+	}
+	a.refuse(r, "no API key")
+	w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
+	writeError(w, http.StatusUnauthorized, "Authorization", "an API key is required; send Authorization: Bearer <api key>")
+	return "", false
+}
+
+// limit takes a token from key's bucket in ls, or answers 429.
+func (a *API) limit(w http.ResponseWriter, r *http.Request, ls *limiters, key string, l limit, now time.Time, caller string) bool {
+	ok, wait := ls.allow(key, now, l)
+	if ok {
+		return true
+	}
+	secs := int64(math.Ceil(wait.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	a.refuse(r, "rate limited", "caller", caller, "retry_after_s", secs)
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	writeError(w, http.StatusTooManyRequests, "", "too many requests; retry in "+strconv.FormatInt(secs, 10)+"s")
+	return false
+}
+
+// refuse logs a refused request at debug level: never a key.
+func (a *API) refuse(r *http.Request, reason string, attrs ...any) {
+	if !a.o.Log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	a.o.Log.Debug("credentials API: refused", append([]any{"reason", reason, "remote", r.RemoteAddr}, attrs...)...)
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header.
+func bearer(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// clientKey is the per-IP limiter key: the address, IPv6 by its /64.
+func clientKey(remote string) string {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return remote
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+func writeError(w http.ResponseWriter, status int, field, msg string) {
+	writeJSON(w, status, errorBody{Error: msg, Field: field})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,21 @@
+// Package browser runs ferry against a real browser: headless Chromium
+// (Debian's chromium, driven by Playwright from driver.mjs) opens WebRTC data
+// channels that can only go through ferry's TURN relay.
+//
+// The tests build ./cmd/ferry once per run (with -race when the tests run
+// with it), start `ferry serve` on free 127.0.0.1 ports with the credentials
+// API on, serve the pages in testdata/ (or run the PeerJS example's own
+// server, examples/peerjs) and run `node driver.mjs` with a scenario. They
+// cover TURN over UDP, TCP and TLS with getStats() proving a relay
+// candidate on ferry's relay address, the PeerJS example with a real
+// PeerServer, and the refusal of an expired credential.
+//
+// Chromium uses relay candidates on loopback, so every address is on
+// 127.0.0.1 (ferry runs with --allow-loopback-peers); no network namespace
+// is needed. TLS uses a self-signed certificate made per test, and Chromium
+// runs with --ignore-certificate-errors.
+//
+// Tools come from `bash scripts/install-test-deps.sh browser` (chromium,
+// node, npm ci here and in examples/peerjs). A missing tool skips the tests
+// locally and fails them when CI=true.
+package browser
