@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -41,8 +42,11 @@ type flow struct {
 	tcpOut   []byte
 	echoLens []int
 
-	seq  uint64 // sender-owned
+	seq  uint64 // sender-owned: the next sequence number
 	hist *histogram
+	// hiSeq is one more than the highest sequence number that came back
+	// (receiver-owned; max mode's window estimate).
+	hiSeq uint64
 
 	sent, received, peerRx atomic.Uint64
 	invalid, other         atomic.Uint64
@@ -183,8 +187,9 @@ func (f *flow) take(b []byte, at int64) int {
 		f.invalid.Add(1)
 		return 0
 	}
-	sent, _, hold, _ := readStamp(data)
+	sent, seq, hold, _ := readStamp(data)
 	f.hist.record(time.Duration(at - sent - hold))
+	f.hiSeq = max(f.hiSeq, seq+1)
 	return 1
 }
 
@@ -278,10 +283,18 @@ func (f *flow) runRecv(done *atomic.Bool) {
 // it takes its window as lost and sends a new one.
 const maxIdle = 200 * time.Millisecond
 
-// runWindow keeps window packets outstanding: every packet that comes back
-// is replaced by a new one, until stop is set or limit (if positive) packets
-// were sent; it returns when done is set.
-func (f *flow) runWindow(window int, limit uint64, stop, done *atomic.Bool) {
+// runWindow keeps window packets in flight until stop is set or limit (if
+// positive) packets were sent; it returns when done is set. In flight are
+// the packets sent after the highest sequence number that came back, so a
+// lost packet is replaced as soon as a later one returns (loopback does not
+// reorder); when nothing comes back for maxIdle, the window starts over.
+func (f *flow) runWindow(window int, limit uint64, stop, done *atomic.Bool, sending *sync.WaitGroup) {
+	active := true
+	defer func() {
+		if active {
+			sending.Done()
+		}
+	}()
 	budget := func(n int) int {
 		if stop.Load() {
 			return 0
@@ -296,6 +309,10 @@ func (f *flow) runWindow(window int, limit uint64, stop, done *atomic.Bool) {
 	f.send(budget(window))
 	lastRx := time.Now()
 	for !done.Load() {
+		if active && stop.Load() {
+			active = false // budget is 0 from here on
+			sending.Done()
+		}
 		now := time.Now()
 		_ = conn.SetReadDeadline(now.Add(50 * time.Millisecond))
 		got, err := f.recv()
@@ -308,7 +325,9 @@ func (f *flow) runWindow(window int, limit uint64, stop, done *atomic.Bool) {
 		}
 		if got > 0 {
 			lastRx = now
-			f.send(budget(got))
+			if inFlight := int(f.seq - min(f.seq, f.hiSeq)); inFlight < window {
+				f.send(budget(window - inFlight))
+			}
 			continue
 		}
 		if time.Since(lastRx) > maxIdle {

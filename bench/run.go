@@ -205,8 +205,10 @@ func (r *runner) relay(ctx context.Context, rep *Report) error {
 		return err
 	}
 
+	// stop ends sending; each sender then leaves sending, and once all
+	// have, what is in flight drains; done ends the receivers.
 	var stop, done atomic.Bool
-	var wg sync.WaitGroup
+	var wg, sending sync.WaitGroup
 	t0 := time.Now()
 	writeDeadline := t0.Add(cfg.Duration + drainTimeout + 5*time.Second)
 	polled := cfg.polled()
@@ -241,11 +243,13 @@ func (r *runner) relay(ctx context.Context, rep *Report) error {
 				offset := time.Second * time.Duration(i) / time.Duration(cfg.Rate*len(flows))
 				pacers = append(pacers, pacer{offset: offset, rate: uint64(cfg.Rate), burst: burst, limit: limits[i]})
 			}
-			wg.Go(func() { paceFlows(mine, pacers, t0, cfg.Tick, polled, &stop, &done) })
+			sending.Add(1)
+			wg.Go(func() { paceFlows(mine, pacers, t0, cfg.Tick, polled, &stop, &done, &sending) })
 		}
 	} else {
 		for i, f := range flows {
-			wg.Go(func() { f.runWindow(cfg.Window, limits[i], &stop, &done) })
+			sending.Add(1)
+			wg.Go(func() { f.runWindow(cfg.Window, limits[i], &stop, &done, &sending) })
 		}
 	}
 
@@ -259,6 +263,7 @@ func (r *runner) relay(ctx context.Context, rep *Report) error {
 	}
 	stop.Store(true)
 	tStop := time.Now()
+	sending.Wait()
 	for drainEnd := tStop.Add(drainTimeout); time.Now().Before(drainEnd); time.Sleep(5 * time.Millisecond) {
 		var sent, back uint64
 		for _, f := range flows {
@@ -373,11 +378,16 @@ func splitCount(total, n int) []uint64 {
 }
 
 // paceFlows sends each flow's due packets every tick until stop is set or
-// every pacer reached its limit. Polled, it also echoes and receives every
-// tick, until done is set.
-func paceFlows(flows []*flow, pacers []pacer, t0 time.Time, tick time.Duration, polled bool, stop, done *atomic.Bool) {
+// every pacer reached its limit, then leaves sending. Polled, it also
+// echoes and receives every tick, until done is set.
+func paceFlows(flows []*flow, pacers []pacer, t0 time.Time, tick time.Duration, polled bool, stop, done *atomic.Bool, sending *sync.WaitGroup) {
 	next := t0
-	sending := true
+	active := true
+	defer func() {
+		if active {
+			sending.Done()
+		}
+	}()
 	for !done.Load() {
 		if polled {
 			for _, f := range flows {
@@ -387,19 +397,25 @@ func paceFlows(flows []*flow, pacers []pacer, t0 time.Time, tick time.Duration, 
 				f.pollRecv()
 			}
 		}
-		if sending = sending && !stop.Load(); sending {
+		if active && stop.Load() {
+			active = false
+			sending.Done()
+		}
+		if active {
 			elapsed := time.Since(t0)
-			sending = false
+			more := false
 			for i, f := range flows {
 				if n := pacers[i].due(elapsed); n > 0 {
 					f.send(n)
 				}
-				if !pacers[i].done() {
-					sending = true
-				}
+				more = more || !pacers[i].done()
+			}
+			if !more {
+				active = false
+				sending.Done()
 			}
 		}
-		if !sending && !polled {
+		if !active && !polled {
 			return
 		}
 		next = next.Add(tick)

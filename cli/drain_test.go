@@ -24,10 +24,9 @@ const (
 	drainRealm = "ferry.test"
 )
 
-var (
-	udpListenRE = regexp.MustCompile(`listen=udp://(127\.0\.0\.1:\d+)`)
-	adminToken  = "admin-token-0123456789"
-)
+var udpListenRE = regexp.MustCompile(`listen=udp://(127\.0\.0\.1:\d+)`)
+
+const adminToken = "admin-token-0123456789"
 
 // servingFerry is `ferry serve` running in-process on loopback.
 type servingFerry struct {

@@ -16,7 +16,11 @@ const (
 	typeBindingErr  = 0x0111
 	typeAllocateReq = 0x0003
 	typeChanBindErr = 0x0119
+	typeConnectReq  = 0x000A
+	typeConnectErr  = 0x011A
+	typeConnBindReq = 0x000B
 	typeConnBindOK  = 0x010B
+	typeConnBindErr = 0x011B
 
 	attrMessageIntegrity       = 0x0008
 	attrErrorCode              = 0x0009

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/pion/stun/v3"
 )
@@ -231,6 +233,77 @@ func FuzzRewriteResponse(f *testing.F) {
 		if p2, act2 := planRewrite(out, o); act2 == sendRewritten {
 			if again := appendRewritten(nil, out, p2, o); !bytes.Equal(again, out) && !p2.addSoftware {
 				t.Fatalf("rewrite is not idempotent:\n%x\n%x", out, again)
+			}
+		}
+	})
+}
+
+// FuzzNonce: any NONCE value a client sends decodes or is refused without
+// panicking, and binding then checking round-trips per address.
+func FuzzNonce(f *testing.F) {
+	for _, s := range []string{"1ABCDEFGHIJKLMNOPQRSTUVWX", "1abcdefghijklmnopqrstuvwx", "", "0", "ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+		"obMatJos2AAABAAAAAABAAAA", "not-base36!", "\x00\xff"} {
+		f.Add([]byte(s), uint32(0xC0000201))
+	}
+	g, err := NewGuard(GuardOptions{BindNonces: true, NonceLifetime: 10 * time.Minute})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, nonce []byte, ipv4 uint32) {
+		_, _ = pionNonceMinute(nonce)
+		ip := netip.AddrFrom4([4]byte{byte(ipv4 >> 24), byte(ipv4 >> 16), byte(ipv4 >> 8), byte(ipv4)})
+		bound := bytes.Clone(nonce)
+		g.bindNonce(bound, ip)
+		if !bytes.EqualFold(bound, nonce) || len(bound) != len(nonce) {
+			t.Fatalf("binding changed more than letter case: %q -> %q", nonce, bound)
+		}
+		if g.checkNonce(bound, ip) == nonceForeign {
+			t.Fatalf("bound nonce %q refused at its own address", bound)
+		}
+	})
+}
+
+// FuzzAdmit runs arbitrary datagrams through the edge's request path with
+// every check on: it must not panic, never grows the request, and what it
+// passes on after stripping a stale nonce's integrity is still well-formed
+// STUN.
+func FuzzAdmit(f *testing.F) {
+	for _, s := range seedMessages(f) {
+		f.Add(s)
+	}
+	f.Add(msgAllocateWithIntegrity(f))
+	g, err := NewGuard(GuardOptions{AllocateRate: 60, AllocateBurst: 1 << 20, AuthFailureRate: 60, AuthFailureBurst: 1 << 20,
+		NonceLifetime: 10 * time.Minute, BindNonces: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	cfg := newConfig(Options{Guard: g,
+		Screen: func(raw []byte, _ net.Addr) []byte {
+			if len(raw) > 0 && raw[len(raw)-1]&1 == 1 {
+				return []byte("refused")
+			}
+			return nil
+		},
+		Gate: func([]byte, net.Addr, net.Addr) []byte { return nil }})
+	src := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in := classifyDatagram(data)
+		if in.kind != kindRequest && in.kind != kindBindingRequest {
+			return
+		}
+		var sh shard
+		var stale staleRing
+		b := bytes.Clone(data)
+		n, _, v := cfg.admit(b, in, src, src, &sh, &stale)
+		if n > len(b) || n < stunHeaderSize {
+			t.Fatalf("admit returned length %d of %d", n, len(b))
+		}
+		if v == admitPass && n < len(b) {
+			if classifyDatagram(b[:n]).kind == kindInvalid {
+				t.Fatalf("stripped request is not well-formed: %x", b[:n])
+			}
+			if !stale.take(b[8:stunHeaderSize]) {
+				t.Fatal("stripped request not remembered as stale")
 			}
 		}
 	})

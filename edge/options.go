@@ -50,6 +50,13 @@ type Options struct {
 	// request to pion (the relay package's 508 for permissions and
 	// channels over quota).
 	Gate func(raw []byte, src, local net.Addr) (reply []byte)
+	// Sign, if set, signs the answers pion v5.0.13 sends without
+	// MESSAGE-INTEGRITY to authenticated RFC 6062 requests on stream
+	// connections: the ConnectionBind success and Connect errors. Clients
+	// that check integrity (coturn's) refuse them unsigned. It gets the
+	// request and the response and returns the signed response, or nil to
+	// send it as it is.
+	Sign func(req, resp []byte) []byte
 	// Guard, if set, applies per-source-IP request limits, nonce expiry and
 	// nonce binding. Share one Guard between every wrapper of a server.
 	Guard *Guard
@@ -75,6 +82,7 @@ type config struct {
 	software  []byte // encoded SOFTWARE attribute (header, value, padding); nil if none
 	screen    func([]byte, net.Addr) []byte
 	gate      func([]byte, net.Addr, net.Addr) []byte
+	sign      func([]byte, []byte) []byte
 	guard     *Guard
 	counters  *Counters
 	log       *slog.Logger
@@ -88,6 +96,7 @@ func newConfig(o Options) *config {
 	c := &config{
 		screen:    o.Screen,
 		gate:      o.Gate,
+		sign:      o.Sign,
 		guard:     o.Guard,
 		counters:  o.Counters,
 		log:       o.Log,

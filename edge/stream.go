@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,6 +54,9 @@ type streamConn struct {
 	// through unframed and untouched.
 	raw   atomic.Bool
 	stale staleRing // requests whose stale nonce was stripped
+	// tcpReq is the last Connect or ConnectionBind request passed to pion,
+	// kept so its unsigned answer can be signed (Options.Sign).
+	tcpReq atomic.Pointer[[]byte]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -280,6 +284,10 @@ func (c *streamConn) pass(frame []byte, in info) (int, bool) {
 		return len(frame), true
 	}
 	n, reply, v := c.cfg.admit(frame, in, c.inner.RemoteAddr(), c.inner.LocalAddr(), c.sh, &c.stale)
+	if v == admitPass && in.integrity && c.cfg.sign != nil && (in.typ == typeConnectReq || in.typ == typeConnBindReq) {
+		req := bytes.Clone(frame[:n]) // rare: once per RFC 6062 connection
+		c.tcpReq.Store(&req)
+	}
 	switch v {
 	case admitDrop:
 		return 0, false
@@ -317,6 +325,9 @@ func (c *streamConn) Write(b []byte) (int, error) {
 	if c.raw.Load() {
 		return c.inner.Write(b)
 	}
+	if signed := c.signTCP(b); signed != nil {
+		b = signed
+	}
 	o := outCtx{software: c.cfg.software, guard: c.cfg.guard, dst: ipOf(c.inner.RemoteAddr()), stale: &c.stale}
 	p, act := planRewrite(b, o)
 	if act != sendRewritten {
@@ -338,6 +349,25 @@ func (c *streamConn) Write(b []byte) (int, error) {
 	}
 	c.sh.countRewrite(p)
 	return len(b), nil
+}
+
+// signTCP returns b signed when it is pion's unsigned answer to the last
+// Connect or ConnectionBind request, else nil.
+func (c *streamConn) signTCP(b []byte) []byte {
+	if c.cfg.sign == nil || len(b) < stunHeaderSize {
+		return nil
+	}
+	switch be16(b[0:2]) {
+	case typeConnBindOK, typeConnBindErr, typeConnectErr:
+	default:
+		return nil
+	}
+	rp := c.tcpReq.Load()
+	if rp == nil || !bytes.Equal((*rp)[8:stunHeaderSize], b[8:stunHeaderSize]) {
+		return nil
+	}
+	c.tcpReq.CompareAndSwap(rp, nil)
+	return c.cfg.sign(*rp, b)
 }
 
 // Close stops the idle guard and closes the inner conn. Later calls

@@ -3,6 +3,8 @@ package metrics
 import (
 	"net"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -162,5 +164,24 @@ func TestSourcesAtScrape(t *testing.T) {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "# HELP ferry_relay_bytes_total") {
 		t.Fatalf("handler: %d\n%s", rec.Code, rec.Body)
+	}
+}
+
+// TestDashboardNamesExist keeps docker/grafana-dashboard.json in step with
+// the metric names.
+func TestDashboardNamesExist(t *testing.T) {
+	b, err := os.ReadFile("../docker/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := gather(t, testMetrics(t))
+	names := regexp.MustCompile(`\b(ferry|go|process)_[a-z_]+`).FindAllString(string(b), -1)
+	if len(names) < 10 {
+		t.Fatalf("only %d metric names in the dashboard", len(names))
+	}
+	for _, n := range names {
+		if _, ok := fams[n]; !ok {
+			t.Errorf("dashboard uses %s, which ferry does not export", n)
+		}
 	}
 }

@@ -516,3 +516,25 @@ func (r *gateRequest) seenBefore(raw []byte, i int) bool {
 	}
 	return false
 }
+
+// Sign is edge.Options.Sign: it adds MESSAGE-INTEGRITY, with the key that
+// verifies the request req, to resp, pion's unsigned answer to it (the
+// ConnectionBind success, Connect errors). It returns nil when resp is
+// already signed or no key verifies req.
+func (g *RequestGate) Sign(req, resp []byte) []byte {
+	if g == nil || g.key == nil {
+		return nil
+	}
+	m := &stun.Message{Raw: append([]byte(nil), resp...)}
+	if m.Decode() != nil || m.Contains(stun.AttrMessageIntegrity) || m.Contains(stun.AttrFingerprint) {
+		return nil
+	}
+	key := g.key(req)
+	if key == nil {
+		return nil
+	}
+	if err := stun.MessageIntegrity(key).AddTo(m); err != nil {
+		return nil
+	}
+	return m.Raw
+}

@@ -169,6 +169,7 @@ func build(o Options, s Sockets) (_ *Server, err error) {
 		Software: cfg.Software,
 		Screen:   observeScreen(o.Auth.Screen, o.Observer),
 		Gate:     prot.gate.Check,
+		Sign:     prot.gate.Sign,
 		Guard:    prot.guard,
 		Counters: counters,
 		Log:      o.Log,
