@@ -31,6 +31,26 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
+// udpBuffer is the receive and send buffer asked for on client-facing UDP
+// sockets. The kernel default (about 208 KiB) overflows under bursts of a
+// few thousand packets while the read goroutine is descheduled, and every
+// overflow is a lost media packet.
+const udpBuffer = 4 << 20
+
+// bigBuffers raises the socket's buffers to udpBuffer: with SO_RCVBUFFORCE
+// and SO_SNDBUFFORCE when ferry has CAP_NET_ADMIN (as root), else as far as
+// net.core.rmem_max/wmem_max allow. Failing to raise them is not an error.
+func bigBuffers(c syscall.RawConn) error {
+	return c.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpBuffer) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, udpBuffer)
+		}
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, udpBuffer) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, udpBuffer)
+		}
+	})
+}
+
 // UDP opens n UDP sockets bound to l's address with SO_REUSEPORT, steering
 // each client IP address to one socket (see steerBySourceIP). With port 0
 // the first socket picks the port and the others join it. On error every
@@ -39,7 +59,12 @@ func UDP(ctx context.Context, l config.Listener, n int) ([]net.PacketConn, error
 	if n < 1 {
 		n = 1
 	}
-	lc := net.ListenConfig{Control: reusePort}
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		if err := reusePort(network, address, c); err != nil {
+			return err
+		}
+		return bigBuffers(c)
+	}}
 	addr := l.Addr.String()
 	conns := make([]net.PacketConn, 0, n)
 	for i := 0; i < n; i++ {

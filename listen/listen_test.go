@@ -1,7 +1,10 @@
 package listen
 
 import (
+	"os"
+
 	"context"
+	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
 	"testing"
@@ -106,5 +109,28 @@ func TestDetectRelayIPs(t *testing.T) {
 		if v4.String() != tt.v4 || v6.String() != tt.v6 {
 			t.Errorf("DetectRelayIPs(%v) = %s, %s; want %s, %s", tt.in, v4, v6, tt.v4, tt.v6)
 		}
+	}
+}
+
+func TestUDPBuffersRaised(t *testing.T) {
+	l, err := config.ParseListener("udp://127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns, err := UDP(context.Background(), l, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conns[0].Close()
+	rc, err := conns[0].(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rcv int
+	_ = rc.Control(func(fd uintptr) { rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	// The kernel reports double what was set; without the force options
+	// (not root) it stays at rmem_max, which is at least the default.
+	if os.Geteuid() == 0 && rcv < udpBuffer {
+		t.Fatalf("SO_RCVBUF %d, want at least %d as root", rcv, udpBuffer)
 	}
 }
