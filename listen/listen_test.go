@@ -1,14 +1,14 @@
 package listen
 
 import (
-	"os"
-
 	"context"
-	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ferryrtc/ferry/config"
 )
