@@ -45,3 +45,37 @@ func (a *Authenticator) Key(raw []byte) []byte {
 	}
 	return nil
 }
+
+// Refuse builds the 401 (Unauthorized) answer to the authenticated request
+// raw without verifying its credential: the snapshot's REALM and the
+// request's NONCE, as Screen answers a refused credential. The edge sends
+// it to addresses that used up their refused credentials, so password
+// guessing gets the same answer whether the guess was right or wrong, and
+// costs no HMAC. It returns nil when raw is not an authenticated request.
+func (a *Authenticator) Refuse(raw []byte) []byte {
+	s := a.cur.Load()
+	if s == nil || !stun.IsMessage(raw) {
+		return nil
+	}
+	m := a.msgs.Get().(*stun.Message)
+	defer a.putMessage(m)
+	m.Raw = append(m.Raw[:0], raw...)
+	if err := m.Decode(); err != nil || m.Type.Class != stun.ClassRequest || !authenticatedMethod(m.Type.Method) {
+		return nil
+	}
+	nonce, err := m.Get(stun.AttrNonce)
+	if err != nil {
+		return nil
+	}
+	resp, err := stun.Build(
+		&stun.Message{TransactionID: m.TransactionID},
+		stun.NewType(m.Type.Method, stun.ClassErrorResponse),
+		stun.CodeUnauthorized,
+		stun.NewRealm(s.realm),
+		stun.NewNonce(string(nonce)),
+	)
+	if err != nil {
+		return nil
+	}
+	return resp.Raw
+}

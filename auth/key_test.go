@@ -48,3 +48,31 @@ func TestKey(t *testing.T) {
 		t.Fatal("key without a snapshot")
 	}
 }
+
+func TestRefuse(t *testing.T) {
+	a := New(mustSnapshot(t, []string{"alice=wonderland"}, nil), nil, nil)
+	req := signedRequest(t, stun.MethodAllocate, "alice", "other-realm", "anything")
+	reply := a.Refuse(req)
+	if reply == nil {
+		t.Fatal("no reply")
+	}
+	m := &stun.Message{Raw: reply}
+	if err := m.Decode(); err != nil {
+		t.Fatal(err)
+	}
+	var ec stun.ErrorCodeAttribute
+	var realm stun.Realm
+	var nonce stun.Nonce
+	if ec.GetFrom(m) != nil || ec.Code != 401 || realm.GetFrom(m) != nil || realm.String() != testRealm || nonce.GetFrom(m) != nil || nonce.String() != "n" {
+		t.Fatalf("reply %v: code %v realm %q nonce %q", m, ec.Code, realm, nonce)
+	}
+	if len(reply) > len(req) {
+		t.Errorf("reply %d bytes for a %d-byte request", len(reply), len(req))
+	}
+	for _, raw := range [][]byte{stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw, []byte("x"),
+		stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest)).Raw} {
+		if a.Refuse(raw) != nil {
+			t.Errorf("refused %x", raw)
+		}
+	}
+}

@@ -26,6 +26,11 @@ func (cfg *config) admit(b []byte, in info, src, local net.Addr, sh *shard, stal
 	ip := ipOf(src)
 	if in.integrity && g.authBlocked(ip) {
 		sh.authLimited.Add(1)
+		if cfg.refuse != nil {
+			if reply := cfg.refuse(b); reply != nil {
+				return n, reply, admitReply
+			}
+		}
 		return n, nil, admitDrop
 	}
 	if (in.typ == typeAllocateReq || !in.integrity && in.kind == kindRequest) && !g.allowAttempt(ip) {

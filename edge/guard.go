@@ -33,10 +33,12 @@ type GuardOptions struct {
 	AllocateRate, AllocateBurst int
 	// AuthFailureRate and AuthFailureBurst limit refused credentials per
 	// client IP address (per minute, at once). Once an address has used
-	// them up, its requests carrying MESSAGE-INTEGRITY are dropped,
-	// unverified and unanswered, until the bucket refills: password
-	// guessing gets one guess per refill, and costs the server nothing
-	// meanwhile.
+	// them up, its requests carrying MESSAGE-INTEGRITY are not verified
+	// until the bucket refills: they get 401 from Options.Refuse (no larger
+	// than the request, like any 401 to a credential) or are dropped
+	// without it. Password guessing gets one verified guess per refill,
+	// and an answer that says nothing, at no HMAC's cost; a client with a
+	// wrong password still learns that it is refused.
 	AuthFailureRate, AuthFailureBurst int
 	// TrackedIPs is the number of per-IP slots of each limit; 0 means
 	// DefaultTrackedIPs. Addresses beyond it evict each other (the evicted

@@ -40,8 +40,10 @@ func TestGuardLimits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := mustGuard(t, GuardOptions{AllocateRate: 60, AllocateBurst: 2, AuthFailureRate: 6, AuthFailureBurst: 1})
 		a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
-		if !g.allowAttempt(a) || !g.allowAttempt(a) || g.allowAttempt(a) {
-			t.Fatal("allocate burst of 2 not honoured")
+		for i, want := range []bool{true, true, false} {
+			if got := g.allowAttempt(a); got != want {
+				t.Fatalf("attempt %d allowed %v: allocate burst of 2 not honoured", i, got)
+			}
 		}
 		if !g.allowAttempt(b) {
 			t.Fatal("other address limited")

@@ -60,6 +60,11 @@ type Options struct {
 	// Guard, if set, applies per-source-IP request limits, nonce expiry and
 	// nonce binding. Share one Guard between every wrapper of a server.
 	Guard *Guard
+	// Refuse, if set, builds the 401 answer to an authenticated request
+	// from an address that used up the Guard's refused credentials, without
+	// verifying it (auth.Authenticator.Refuse). Without it such requests
+	// are dropped.
+	Refuse func(raw []byte) (reply []byte)
 	// Counters, if set, receives the counts.
 	Counters *Counters
 	// Log receives connection-level events (never per packet); nil
@@ -83,6 +88,7 @@ type config struct {
 	screen    func([]byte, net.Addr) []byte
 	gate      func([]byte, net.Addr, net.Addr) []byte
 	sign      func([]byte, []byte) []byte
+	refuse    func([]byte) []byte
 	guard     *Guard
 	counters  *Counters
 	log       *slog.Logger
@@ -97,6 +103,7 @@ func newConfig(o Options) *config {
 		screen:    o.Screen,
 		gate:      o.Gate,
 		sign:      o.Sign,
+		refuse:    o.Refuse,
 		guard:     o.Guard,
 		counters:  o.Counters,
 		log:       o.Log,

@@ -73,11 +73,11 @@ func (c *packetConn) accept(b []byte, addr net.Addr) (int, bool) {
 // reports len(b) on success even when the rewritten message differs in
 // length or was dropped.
 func (c *packetConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	o := outCtx{software: c.cfg.software, guard: c.cfg.guard, stale: &c.stale}
-	if len(b) >= stunHeaderSize {
-		o.dst = ipOf(addr)
-		o.limit = c.last.size(b[8:stunHeaderSize])
+	if !isResponse(b) {
+		return c.inner.WriteTo(b, addr) // ChannelData, indications: the data path
 	}
+	o := outCtx{software: c.cfg.software, guard: c.cfg.guard, stale: &c.stale,
+		dst: ipOf(addr), limit: c.last.size(b[8:stunHeaderSize])}
 	p, act := planRewrite(b, o)
 	switch act {
 	case sendAsIs:

@@ -55,6 +55,16 @@ type plan struct {
 	trimmed     bool // trimmed for the amplification cap
 }
 
+// isResponse reports whether b starts like a STUN success or error
+// response: the only messages planRewrite may change.
+func isResponse(b []byte) bool {
+	if len(b) < stunHeaderSize || b[0]&0xC0 != 0 {
+		return false
+	}
+	cls := stunClass(be16(b[0:2]))
+	return cls == classSuccess || cls == classError
+}
+
 // planRewrite decides, without allocating, what to do with the outgoing
 // b. Only well-formed STUN success and error responses without
 // MESSAGE-INTEGRITY (or -SHA256) are ever changed or dropped; ChannelData,

@@ -218,6 +218,16 @@ type PolicyOptions struct {
 	// Self lists ferry's own listening and relay addresses; relaying to them
 	// is refused even if Allowed covers them.
 	Self []netip.Addr
+	// Relays lists ferry's relay addresses (bound and advertised). They are
+	// admitted as peers, before Self and the default policy, so that two
+	// clients both relaying through this ferry reach each other's relay
+	// address — the usual case when both sit behind NATs that block a
+	// direct path. Only ports in RelayMinPort..RelayMaxPort are reachable on
+	// them (PortAllowed), so a relay cannot be used to reach ferry's
+	// listeners or anything else on its own host. Denied still wins.
+	Relays []netip.Addr
+	// RelayMinPort and RelayMaxPort bound the ports reachable on Relays.
+	RelayMinPort, RelayMaxPort uint16
 }
 
 // Policy decides which peer addresses a relay may reach. It is immutable
@@ -240,6 +250,10 @@ type Policy struct {
 	allowed6      table
 	default4      table
 	default6      table
+	relays        []netip.Addr
+	restricted    []netip.Addr // relays the policy admits only as relays
+	relayMin      uint16
+	relayMax      uint16
 }
 
 // NewPolicy builds a policy from o.
@@ -264,7 +278,19 @@ func NewPolicy(o PolicyOptions) (*Policy, error) {
 			self6 = append(self6, tableEntry{netip.PrefixFrom(a, 128), reasonSelf})
 		}
 	}
-	return &Policy{
+	relays := make([]netip.Addr, 0, len(o.Relays))
+	for i, a := range o.Relays {
+		if !a.IsValid() {
+			return nil, fmt.Errorf("relay: relay address %d is invalid", i)
+		}
+		relays = append(relays, a.Unmap().WithZone(""))
+	}
+	if len(relays) > 0 && o.RelayMinPort > o.RelayMaxPort {
+		return nil, fmt.Errorf("relay: relay ports %d-%d are not a range", o.RelayMinPort, o.RelayMaxPort)
+	}
+	p := &Policy{
+		relayMin:      o.RelayMinPort,
+		relayMax:      o.RelayMaxPort,
 		configured:    true,
 		allowLoopback: o.AllowLoopback,
 		denied4:       denied4,
@@ -275,7 +301,17 @@ func NewPolicy(o PolicyOptions) (*Policy, error) {
 		allowed6:      allowed6,
 		default4:      buildTable(defaultV4()),
 		default6:      buildTable(defaultV6()),
-	}, nil
+	}
+	// A relay address the policy would refuse anyway (ferry's own, private,
+	// ...) is reachable only on relay ports; one it admits on its own
+	// (AllowLoopback on a development box, Allowed) keeps every port.
+	for _, a := range relays {
+		if ok, _ := p.Check(a); !ok {
+			p.restricted = append(p.restricted, a)
+		}
+	}
+	p.relays = relays
+	return p, nil
 }
 
 // prefixTables validates prefixes and splits them by family.
@@ -308,6 +344,12 @@ func (p *Policy) Check(ip netip.Addr) (ok bool, why string) {
 	if !ip.IsValid() {
 		return false, reasonInvalid.String()
 	}
+	if p.isRelay(ip) {
+		if p.deniedExplicitly(ip) {
+			return false, reasonDenied.String()
+		}
+		return true, ""
+	}
 	if ip.Is4() {
 		if r := p.check4(ip, p.allowLoopback); r.denies() {
 			return false, r.String()
@@ -339,6 +381,44 @@ func (p *Policy) Check(ip netip.Addr) (ok bool, why string) {
 		return false, r.String()
 	}
 	return true, ""
+}
+
+// isRelay reports whether ip is one of ferry's own relay addresses (a
+// handful at most: a linear scan allocates nothing).
+func (p *Policy) isRelay(ip netip.Addr) bool {
+	ip = ip.Unmap().WithZone("")
+	for _, r := range p.relays {
+		if r == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// deniedExplicitly reports whether the Denied list covers ip.
+func (p *Policy) deniedExplicitly(ip netip.Addr) bool {
+	ip = ip.Unmap().WithZone("")
+	if ip.Is4() {
+		return p.denied4.lookup(key4(ip)) != reasonNone
+	}
+	return p.denied6.lookup(key6(ip)) != reasonNone
+}
+
+// PortAllowed reports whether a relay may send to ip:port once Check
+// admitted ip: on ferry's own relay addresses that the policy admits only
+// because they are relays, only the relay port range is reachable. It runs
+// per relayed packet, allocates nothing and takes no lock.
+func (p *Policy) PortAllowed(ap netip.AddrPort) bool {
+	if p == nil || len(p.restricted) == 0 {
+		return true
+	}
+	ip := ap.Addr().Unmap().WithZone("")
+	for _, r := range p.restricted {
+		if r == ip {
+			return ap.Port() >= p.relayMin && ap.Port() <= p.relayMax
+		}
+	}
+	return true
 }
 
 // check4 judges an IPv4 address; loopback says whether 127.0.0.0/8 is

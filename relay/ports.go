@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,7 +89,11 @@ type PortAllocator struct {
 	policy   *Policy
 	log      *slog.Logger
 	tracker  *Tracker
-	quota    *Quota
+
+	// selfPortDrops counts packets and connects refused because they aimed
+	// at ferry's own relay address outside the relay port range.
+	selfPortDrops atomic.Uint64
+	quota         *Quota
 
 	// tcpMu serialises TCP relay listener creation (allocation time only,
 	// never per packet): see listenTCP.
@@ -227,6 +232,10 @@ func (a *PortAllocator) family(network string, tcp bool) (AddrPair, error) {
 	return p, nil
 }
 
+// SelfPortDrops returns how many packets and TCP connects were refused for
+// aiming at one of ferry's relay addresses outside the relay port range.
+func (a *PortAllocator) SelfPortDrops() uint64 { return a.selfPortDrops.Load() }
+
 // AllocatePacketConn binds a UDP relay socket. pion calls it for UDP
 // allocations and to find an even port (EVEN-PORT), then again with
 // RequestedPort set to bind exactly that port.
@@ -257,7 +266,8 @@ func (a *PortAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (ne
 	}
 	relayAddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Advertise, port))
 	aq.bound(relayAddr)
-	pc := a.tracker.WrapPacketConn(aq.wrapPacketConn(conn), relayAddr)
+	guarded := &portGuard{PacketConn: conn, policy: a.policy, dropped: &a.selfPortDrops}
+	pc := a.tracker.WrapPacketConn(aq.wrapPacketConn(guarded), relayAddr)
 	return aq.wrapWriter(pc), relayAddr, nil
 }
 
@@ -326,6 +336,11 @@ func (a *PortAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, er
 	if ok, why := a.policy.Check(peer.Addr()); !ok {
 		a.log.Debug("relay connect denied", "user", conf.UserID, "peer", peer, "reason", why)
 		return nil, fmt.Errorf("relay: connect to peer %s (%s): %w", peer, why, ErrPeerDenied)
+	}
+	if !a.policy.PortAllowed(peer) {
+		a.selfPortDrops.Add(1)
+		a.log.Debug("relay connect denied", "user", conf.UserID, "peer", peer, "reason", "self-port")
+		return nil, fmt.Errorf("relay: connect to peer %s (ferry's own address outside the relay ports): %w", peer, ErrPeerDenied)
 	}
 	if peer.Addr().Is4() != p.Bind.Is4() {
 		return nil, fmt.Errorf("relay: connect to peer %s from a %s relay: address family mismatch", peer, conf.Network)

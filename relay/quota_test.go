@@ -68,8 +68,10 @@ func TestQuotaReservations(t *testing.T) {
 			a.release()
 		}
 		// A reservation whose relay never comes expires.
-		if !h("dave", "r", src) || !h("dave", "r", src) || h("dave", "r", src) {
-			t.Fatal("dave's reservations not counted")
+		for i, want := range []bool{true, true, false} {
+			if got := h("dave", "r", src); got != want {
+				t.Fatalf("dave's reservation %d = %v: reservations not counted", i, got)
+			}
 		}
 		time.Sleep(reservationTTL + time.Second)
 		if !h("dave", "r", src) {
@@ -228,4 +230,27 @@ func TestQuotaWithAllocator(t *testing.T) {
 
 func allocCfg(network, user string) turn.AllocateListenerConfig {
 	return turn.AllocateListenerConfig{Network: network, UserID: user}
+}
+
+// TestQuotaPacketPathAllocatesNothing: the bandwidth check on every relayed
+// datagram allocates nothing.
+func TestQuotaPacketPathAllocatesNothing(t *testing.T) {
+	q := mustQuota(t, QuotaOptions{AllocationBandwidth: 1 << 40, UserBandwidth: 1 << 40})
+	a, err := q.acquire("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &fakePacketConn{from: peer1, data: make([]byte, 1000)}
+	pc := a.wrapWriter(a.wrapPacketConn(inner))
+	buf := make([]byte, 1600)
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, _, err := pc.ReadFrom(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pc.WriteTo(buf[:1000], peer1); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per datagram pair", n)
+	}
 }

@@ -105,8 +105,8 @@ func TestAllocateRateLimit(t *testing.T) {
 }
 
 // TestAuthFailureLimit: past limits.auth-failure-burst refused
-// credentials, an address's authenticated requests are dropped, even
-// correct ones, while other addresses authenticate.
+// credentials, an address's authenticated requests are answered 401
+// unverified, even correct ones, while other addresses authenticate.
 func TestAuthFailureLimit(t *testing.T) {
 	f := startServer(t, fixtureOpts{configure: func(c *config.Config) {
 		c.Limits.AuthFailureRate = 1
@@ -131,17 +131,17 @@ func TestAuthFailureLimit(t *testing.T) {
 			t.Fatalf("wrong password %d: %v, want 401", i, res)
 		}
 	}
-	if res := attempt(c, "wrong"); res != nil {
-		t.Fatalf("third wrong password answered %d, want dropped", errorCode(res))
-	}
-	if res := attempt(c, testPass); res != nil {
-		t.Fatalf("right password from a limited address answered %d, want dropped", errorCode(res))
+	// Past the limit nothing is verified: right or wrong, the answer is 401.
+	for _, pass := range []string{"wrong", testPass} {
+		if res := attempt(c, pass); res == nil || errorCode(res) != 401 {
+			t.Fatalf("password %q from a limited address: %v, want an unverified 401", pass, res)
+		}
 	}
 	if res := attempt(udpFrom(t, "127.0.0.2"), testPass); res == nil || res.Type.Class != stun.ClassSuccessResponse {
 		t.Fatalf("another address: %v, want an allocation", res)
 	}
-	if got := f.srv.EdgeCounters().Snapshot().AuthLimited; got != 2 {
-		t.Errorf("AuthLimited = %d, want 2", got)
+	if cv := f.srv.EdgeCounters().Snapshot(); cv.AuthLimited != 2 || cv.AuthRefused != 2 {
+		t.Errorf("AuthLimited = %d, AuthRefused = %d, want 2 and 2", cv.AuthLimited, cv.AuthRefused)
 	}
 }
 

@@ -134,11 +134,20 @@ func build(o Options, s Sockets) (_ *Server, err error) {
 			self = append(self, a)
 		}
 	}
+	var ownRelays []netip.Addr
+	for _, a := range []netip.Addr{o.RelayV4, o.RelayV6, ext4, ext6} {
+		if a.IsValid() && !a.IsUnspecified() {
+			ownRelays = append(ownRelays, a)
+		}
+	}
 	policy, err := relay.NewPolicy(relay.PolicyOptions{
 		AllowLoopback: cfg.Relay.AllowLoopbackPeers,
 		Allowed:       allowed,
 		Denied:        denied,
 		Self:          self,
+		Relays:        ownRelays,
+		RelayMinPort:  lo,
+		RelayMaxPort:  hi,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("peer policy: %w", err)
@@ -170,6 +179,7 @@ func build(o Options, s Sockets) (_ *Server, err error) {
 		Screen:   observeScreen(o.Auth.Screen, o.Observer),
 		Gate:     prot.gate.Check,
 		Sign:     prot.gate.Sign,
+		Refuse:   o.Auth.Refuse,
 		Guard:    prot.guard,
 		Counters: counters,
 		Log:      o.Log,

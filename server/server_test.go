@@ -627,8 +627,11 @@ func TestPeerPolicy403(t *testing.T) {
 		peer          string
 		want          int
 	}{
-		{"loopback refused by default", false, "127.0.0.1", 403},
-		{"other loopback refused by default", false, "127.0.0.2", 403},
+		{"loopback refused by default", false, "127.0.0.2", 403},
+		{"other loopback refused by default", false, "127.0.0.9", 403},
+		// 127.0.0.1 is the fixture's relay address: relay to relay through
+		// one ferry is admitted (only relay ports are reachable on it).
+		{"own relay address admitted", false, "127.0.0.1", 0},
 		{"private refused", true, "10.1.2.3", 403},
 		{"metadata refused", true, "169.254.169.254", 403},
 		{"loopback allowed with flag", true, "127.0.0.1", 0},
@@ -773,4 +776,44 @@ func TestRequestedAddressFamilyIPv4OnIPv6Listener(t *testing.T) {
 	if relayed.IP.To4() == nil || !relayed.IP.IsLoopback() {
 		t.Fatalf("XOR-RELAYED-ADDRESS %s, want an IPv4 loopback relay", relayed.IP)
 	}
+}
+
+// TestRelayToRelay: two clients relay-only through the same ferry (both
+// behind NATs that block a direct path) reach each other's relay address,
+// although ferry's relay address is its own and, here, loopback, which the
+// default policy refuses for any other peer.
+func TestRelayToRelay(t *testing.T) {
+	f := startServer(t, fixtureOpts{allowLoopback: false})
+	a := f.client(t, "udp", testUser, testPass)
+	b := f.client(t, "tcp", testUser, testPass)
+	ra, err := a.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := b.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	// B must permit A before A's packets are relayed to B.
+	if _, err := rb.WriteTo([]byte("hello a"), ra.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	for i := 0; i < 10; i++ {
+		if _, err := ra.WriteTo([]byte("hello b"), rb.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = rb.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, from, err := rb.ReadFrom(buf)
+		if err != nil {
+			continue
+		}
+		if string(buf[:n]) != "hello b" || from.String() != ra.LocalAddr().String() {
+			t.Fatalf("got %q from %s", buf[:n], from)
+		}
+		return
+	}
+	t.Fatal("nothing relayed from A's relay to B's relay")
 }

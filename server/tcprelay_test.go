@@ -199,13 +199,26 @@ func TestTCPRelay(t *testing.T) {
 // over TCP and TLS, and nothing is dialed.
 func TestTCPConnectDenied(t *testing.T) {
 	for _, tr := range []string{"tcp", "tls"} {
-		for _, peer := range []string{"127.0.0.1", "10.0.0.1", "169.254.169.254", "::ffff:192.168.1.1"} {
-			t.Run(tr+"/"+peer, func(t *testing.T) {
+		for _, tc := range []struct {
+			peer string
+			code int
+		}{
+			{"127.0.0.2", 403},
+			{"10.0.0.1", 403},
+			{"169.254.169.254", 403},
+			{"::ffff:192.168.1.1", 403},
+			// 127.0.0.1 is the fixture's relay address: the permission is
+			// granted (relay to relay), but port 80 is outside the relay
+			// range, so the relay refuses to dial before any packet leaves
+			// and pion answers 447 (Connection Timeout or Failure).
+			{"127.0.0.1", 447},
+		} {
+			t.Run(tr+"/"+tc.peer, func(t *testing.T) {
 				f := startServer(t, fixtureOpts{withTLS: true})
 				rc := newRawClientWith(t, f, tr, requestedTCP{})
-				res := rc.do(stun.MethodConnect, peerAddr{net.ParseIP(peer), 80})
-				if got := errorCode(res); got != 403 {
-					t.Fatalf("Connect to %s: code %d, want 403", peer, got)
+				res := rc.do(stun.MethodConnect, peerAddr{net.ParseIP(tc.peer), 80})
+				if got := errorCode(res); got != tc.code {
+					t.Fatalf("Connect to %s: code %d, want %d", tc.peer, got, tc.code)
 				}
 			})
 		}

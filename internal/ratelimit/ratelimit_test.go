@@ -38,8 +38,10 @@ func TestBucketRefillsOverTime(t *testing.T) {
 		var b Bucket
 		start := time.Now()
 		now := func() int64 { return int64(time.Since(start)) }
-		if !b.Take(r, now(), 1) || !b.Take(r, now(), 1) || b.Take(r, now(), 1) {
-			t.Fatal("burst of 2 not honoured")
+		for i, want := range []bool{true, true, false} {
+			if got := b.Take(r, now(), 1); got != want {
+				t.Fatalf("take %d = %v: burst of 2 not honoured", i, got)
+			}
 		}
 		if !b.Empty(r, now(), 1) {
 			t.Fatal("Empty = false on an empty bucket")
