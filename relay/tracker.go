@@ -211,6 +211,12 @@ func (d *dirCounters) count(n int) {
 	d.bytes.Add(uint64(n))
 }
 
+// uncount takes back a count(n) whose send failed.
+func (d *dirCounters) uncount(n int) {
+	d.packets.Add(^uint64(0))
+	d.bytes.Add(^uint64(n - 1))
+}
+
 // peerSet is an allocation's permitted peers, replaced whole on every
 // change and read with one atomic load per packet.
 type peerSet struct {
@@ -610,11 +616,15 @@ func (c *trackedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	return n, addr, err
 }
 
-// WriteTo sends a client's datagram to a peer.
+// WriteTo sends a client's datagram to a peer. It counts before sending
+// (and takes the count back if the send fails): the peer's answer can reach
+// the client before WriteTo returns, and a scrape must never see the answer
+// without the datagram that caused it.
 func (c *trackedPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	c.a.toPeer.count(len(p))
 	n, err := c.PacketConn.WriteTo(p, addr)
-	if err == nil {
-		c.a.toPeer.count(n)
+	if err != nil {
+		c.a.toPeer.uncount(len(p))
 	}
 	return n, err
 }
