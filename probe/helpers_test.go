@@ -50,6 +50,7 @@ func testLog(t *testing.T) *slog.Logger {
 type serverOpts struct {
 	alt           bool
 	allowLoopback bool
+	denied        []string // relay.denied-peers
 }
 
 // startServer runs ferry on 127.0.0.1:0 (alternates on 127.0.0.2) and
@@ -60,6 +61,7 @@ func startServer(t *testing.T, o serverOpts) netip.AddrPort {
 	cfg.Realm = "ferry.test"
 	cfg.Relay.Ports = "40000-49999"
 	cfg.Relay.AllowLoopbackPeers = o.allowLoopback
+	cfg.Relay.DeniedPeers = o.denied
 	cfg.Auth.Users = []string{testUser + "=" + testPass}
 	cfg.Auth.Secrets = []string{testSecret}
 	cfg.Listen = []string{"udp://127.0.0.1:0"}

@@ -104,6 +104,7 @@ func TestTURNProbe(t *testing.T) {
 	tests := []struct {
 		name      string
 		loopback  bool
+		denied    []string
 		opts      TURNOptions
 		peer      bool
 		failStep  string // "" = all ok
@@ -113,11 +114,13 @@ func TestTURNProbe(t *testing.T) {
 		{name: "self, REST secret", loopback: true, opts: TURNOptions{Username: "probe", Secret: testSecret}},
 		{name: "echo peer", loopback: true, peer: true, opts: TURNOptions{Username: testUser, Password: testPass}},
 		{name: "wrong password", loopback: true, opts: TURNOptions{Username: testUser, Password: "nope"}, failStep: "allocate"},
-		{name: "peer refused", opts: TURNOptions{Username: testUser, Password: testPass}, failStep: "permission", errSubstr: "403"},
+		// The probe's peer is on 127.0.0.1, ferry's relay address, which
+		// ferry admits as a peer (relay to relay): deny it explicitly.
+		{name: "peer refused", denied: []string{"127.0.0.0/8"}, opts: TURNOptions{Username: testUser, Password: testPass}, failStep: "permission", errSubstr: "403"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := startServer(t, serverOpts{allowLoopback: tt.loopback})
+			srv := startServer(t, serverOpts{allowLoopback: tt.loopback, denied: tt.denied})
 			o := tt.opts
 			o.Target, o.Timeout = target("turn", srv), time.Second
 			if tt.peer {
