@@ -11,6 +11,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 func TestHandler(t *testing.T) {
@@ -61,7 +63,7 @@ func TestHandler(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			log, logged := testLogger(t)
+			log, logged := testutil.CaptureLogger(t)
 			a := New(tc.snap, log, fixedClock(t0()))
 			src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 			userID, key, ok := a.Handler()(&turn.RequestAttributes{

@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // hook says what the test's stand-in for package edge does before pion
@@ -56,13 +57,6 @@ func (c *hookConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
-func pionLogger(t testing.TB) logging.LoggerFactory {
-	f := logging.NewDefaultLoggerFactory()
-	f.Writer = newTestWriter(t)
-	f.DefaultLogLevel = logging.LogLevelWarn
-	return f
-}
-
 // startServer runs a pion TURN server on 127.0.0.1:0 authenticating with a.
 func startServer(t *testing.T, a *Authenticator, h hook) net.Addr {
 	t.Helper()
@@ -73,7 +67,7 @@ func startServer(t *testing.T, a *Authenticator, h hook) net.Addr {
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         testRealm,
 		AuthHandler:   a.Handler(),
-		LoggerFactory: pionLogger(t),
+		LoggerFactory: testutil.PionLogger(t),
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn: &hookConn{PacketConn: pc, a: a, hook: h},
 			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{
@@ -110,7 +104,7 @@ func clientAllocate(t *testing.T, server net.Addr, username, password string) er
 		Password:       password,
 		Realm:          testRealm,
 		RTO:            200 * time.Millisecond,
-		LoggerFactory:  pionLogger(t),
+		LoggerFactory:  testutil.PionLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +166,7 @@ func TestE2EAllocate(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			log, _ := testLogger(t)
+			log, _ := testutil.CaptureLogger(t)
 			a := New(mustSnapshot(t, users, tc.secrets), log, nil)
 			server := startServer(t, a, tc.hook)
 			err := clientAllocate(t, server, tc.username, tc.password)
@@ -310,7 +304,7 @@ func TestE2EExpiredCredentialKeepsCall(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			clock := newFakeClock(time.Now())
-			log, _ := testLogger(t)
+			log, _ := testutil.CaptureLogger(t)
 			a := New(mustSnapshot(t, nil, tc.secrets), log, clock.now)
 			server := startServer(t, a, tc.hook)
 			username, password := Mint(tc.signWith, "carol", time.Minute, clock.now())

@@ -1,9 +1,6 @@
 package auth
 
 import (
-	"bytes"
-	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,46 +33,6 @@ func (c *fakeClock) now() time.Time           { return time.Unix(0, c.unixNano.L
 func (c *fakeClock) set(t time.Time)          { c.unixNano.Store(t.UnixNano()) }
 func (c *fakeClock) add(d time.Duration)      { c.unixNano.Add(int64(d)) }
 func fixedClock(t time.Time) func() time.Time { return func() time.Time { return t } }
-
-// testWriter forwards log output to t.Log until the test ends, and keeps a
-// copy for assertions.
-type testWriter struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done bool
-	buf  bytes.Buffer
-}
-
-func newTestWriter(t testing.TB) *testWriter {
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return w
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(bytes.TrimRight(p, "\n")))
-		w.buf.Write(p)
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
-
-func testLogger(t testing.TB) (*slog.Logger, *testWriter) {
-	w := newTestWriter(t)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})), w
-}
 
 func mustSnapshot(t testing.TB, users, secrets []string) *Snapshot {
 	t.Helper()

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 const (
@@ -21,19 +22,6 @@ const (
 	testPass   = "wonderland"
 	testSecret = "rest-secret"
 )
-
-// tlog writes slog records to t.Log.
-type tlog struct{ t testing.TB }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // pionServer is a pion turn.Server on loopback UDP and TCP listeners.
 type pionServer struct {
@@ -85,21 +73,6 @@ func startPion(t *testing.T, secret string) pionServer {
 		}
 	})
 	return pionServer{udp: pc.LocalAddr().String(), tcp: ln.Addr().String()}
-}
-
-// waitGoroutines fails t if the goroutine count does not come back to at
-// most n within a few seconds (pion ends an allocation's goroutines
-// asynchronously after its release).
-func waitGoroutines(t *testing.T, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, want <= %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // jsonHas reports whether the dotted path exists in v.
@@ -191,7 +164,7 @@ func TestRunAgainstPion(t *testing.T) {
 			}
 			cfg.Realm = testRealm
 			cfg.ServerPID = os.Getpid() // the server runs in this process
-			rep, err := Run(context.Background(), cfg, testLogger(t))
+			rep, err := Run(context.Background(), cfg, testutil.Logger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -200,7 +173,7 @@ func TestRunAgainstPion(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Log("\n" + text.String())
-			waitGoroutines(t, before)
+			testutil.CheckGoroutines(t, before)
 
 			if x := rep.Relay; x != nil {
 				if x.PeerReceived < tt.minPeer || x.Received == 0 {
@@ -270,7 +243,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Run(context.Background(), tt.cfg, testLogger(t))
+			_, err := Run(context.Background(), tt.cfg, testutil.Logger(t))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
 			}

@@ -1,51 +1,29 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferryrtc/ferry/creds"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a polling reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *lockedBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *lockedBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type cliEnv struct {
 	env    *env
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *testutil.LockedBuffer
+	stderr *testutil.LockedBuffer
 	sigs   chan os.Signal
 }
 
 func newCLIEnv(environ ...string) *cliEnv {
-	te := &cliEnv{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, sigs: make(chan os.Signal, 4)}
+	te := &cliEnv{stdout: &testutil.LockedBuffer{}, stderr: &testutil.LockedBuffer{}, sigs: make(chan os.Signal, 4)}
 	te.env = &env{
 		stdin: strings.NewReader(""), stdout: te.stdout, stderr: te.stderr,
 		environ: environ,
@@ -130,9 +108,7 @@ func TestCredsJSON(t *testing.T) {
 	if d := time.Until(time.Unix(e, 0)); d < 29*time.Minute || d > 31*time.Minute || c.TTL != 1800 {
 		t.Fatalf("expiry in %s, ttl %d; want 30m", d, c.TTL)
 	}
-	mac := hmac.New(sha1.New, []byte("topsecret"))
-	mac.Write([]byte(c.Username))
-	if want := base64.StdEncoding.EncodeToString(mac.Sum(nil)); c.Credential != want {
+	if want := testutil.RESTPassword("topsecret", c.Username); c.Credential != want {
 		t.Fatalf("credential %q, want HMAC %q", c.Credential, want)
 	}
 	b, _ := json.Marshal(c.ICEServers)
@@ -165,7 +141,7 @@ func TestCredsTTLCapped(t *testing.T) {
 	}
 }
 
-func waitForText(t *testing.T, buf *lockedBuffer, s string) {
+func waitForText(t *testing.T, buf *testutil.LockedBuffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(buf.String(), s) {

@@ -1,43 +1,20 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/ferryrtc/ferry/creds"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testEnv returns an env writing to buffers, with no FERRY_* variables and
 // signals from sigs (nil: none ever).
-func testEnv(sigs chan os.Signal) (*env, *syncBuffer, *syncBuffer) {
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+func testEnv(sigs chan os.Signal) (*env, *testutil.LockedBuffer, *testutil.LockedBuffer) {
+	stdout, stderr := &testutil.LockedBuffer{}, &testutil.LockedBuffer{}
 	if sigs == nil {
 		sigs = make(chan os.Signal)
 	}
@@ -48,13 +25,6 @@ func testEnv(sigs chan os.Signal) (*env, *syncBuffer, *syncBuffer) {
 		environ: []string{"HOME=/nonexistent"},
 		signals: func() (<-chan os.Signal, func()) { return sigs, func() {} },
 	}, stdout, stderr
-}
-
-// hmacPassword is the TURN REST password of username under secret.
-func hmacPassword(secret, username string) string {
-	mac := hmac.New(sha1.New, []byte(secret))
-	mac.Write([]byte(username))
-	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
 func TestCredsCommand(t *testing.T) {
@@ -102,7 +72,7 @@ func TestCredsCommand(t *testing.T) {
 			if tt.user != "" && !strings.HasSuffix(c.Username, ":"+tt.user) {
 				t.Fatalf("username %q lacks user %q", c.Username, tt.user)
 			}
-			if c.Credential != hmacPassword("s3cret", c.Username) {
+			if c.Credential != testutil.RESTPassword("s3cret", c.Username) {
 				t.Fatal("credential is not signed with the secret")
 			}
 			got := ""

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferryrtc/ferry/creds"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 const (
@@ -97,7 +98,7 @@ func TestServeCredentialsAPIReload(t *testing.T) {
 	}()
 
 	var base string
-	waitFor(t, "the http listener", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the http listener", func() bool {
 		if m := httpAddrRE.FindStringSubmatch(stderr.String()); m != nil {
 			base = "http://" + m[1]
 			return true
@@ -114,7 +115,7 @@ func TestServeCredentialsAPIReload(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("key1 before reload: status %d", code)
 	}
-	if c.Credential != hmacPassword("secret-one", c.Username) || !strings.HasSuffix(c.Username, ":alice") {
+	if c.Credential != testutil.RESTPassword("secret-one", c.Username) || !strings.HasSuffix(c.Username, ":alice") {
 		t.Fatalf("credential %+v not signed with secret-one for alice", c)
 	}
 	udp := regexp.MustCompile(`^turn:127\.0\.0\.1:[1-9][0-9]*\?transport=udp$`)
@@ -128,14 +129,14 @@ func TestServeCredentialsAPIReload(t *testing.T) {
 	// Rotate: key2 replaces key1, secret-two signs, secret-one still listed.
 	write(credsConfig([]string{"secret-two", "secret-one"}, []string{apiKey2}))
 	sigs <- syscall.SIGHUP
-	waitFor(t, "key2 to be accepted after SIGHUP", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "key2 to be accepted after SIGHUP", func() bool {
 		code, _ := postCreds(t, base, apiKey2)
 		return code == http.StatusOK
 	})
 	if code, _ := postCreds(t, base, apiKey1); code != http.StatusUnauthorized {
 		t.Fatalf("key1 after reload: status %d, want 401", code)
 	}
-	if _, c := postCreds(t, base, apiKey2); c.Credential != hmacPassword("secret-two", c.Username) {
+	if _, c := postCreds(t, base, apiKey2); c.Credential != testutil.RESTPassword("secret-two", c.Username) {
 		t.Fatal("after reload the credential is not signed with the new first secret")
 	}
 	if !strings.Contains(stderr.String(), "api keys 1->1 +1 -1") {
@@ -145,22 +146,10 @@ func TestServeCredentialsAPIReload(t *testing.T) {
 	// A broken configuration is refused; key2 keeps working.
 	write(credsConfig([]string{"secret-two"}, []string{"short"}))
 	sigs <- syscall.SIGHUP
-	waitFor(t, "the broken reload to be refused", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the broken reload to be refused", func() bool {
 		return strings.Contains(stderr.String(), "reload refused")
 	})
 	if code, _ := postCreds(t, base, apiKey2); code != http.StatusOK {
 		t.Fatalf("key2 after a refused reload: status %d, want 200", code)
-	}
-}
-
-// waitFor polls cond every 20ms for up to 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 const (
@@ -116,27 +118,6 @@ func (sf *servingFerry) turnClient(t *testing.T) *turn.Client {
 	return c
 }
 
-// echo starts a loopback UDP echo peer.
-func echo(t *testing.T) net.Addr {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	go func() {
-		buf := make([]byte, 1600)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	return pc.LocalAddr()
-}
-
 // relayEcho sends one datagram through the relay and waits for its echo.
 func relayEcho(relayConn net.PacketConn, peer net.Addr, msg string) error {
 	if _, err := relayConn.WriteTo([]byte(msg), peer); err != nil {
@@ -177,7 +158,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relayConn.Close()
-	peer := echo(t)
+	peer := testutil.EchoPeer(t, "udp4", "127.0.0.1:0").LocalAddr()
 	if err := relayEcho(relayConn, peer, "before"); err != nil {
 		t.Fatalf("relay before SIGTERM: %v", err)
 	}

@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
-	"github.com/pion/logging"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 const (
@@ -67,7 +68,7 @@ func startServer(t *testing.T, transport string) *testServer {
 // startServerWith is startServer with the Options adjusted by configure.
 func startServerWith(t *testing.T, transport string, configure func(*Options)) *testServer {
 	t.Helper()
-	log := testLog(t)
+	log := testutil.Logger(t)
 	ts := &testServer{counters: &Counters{}, inspect: &inspectLog{}}
 	o := Options{Software: testSoftware, Screen: ts.inspect.inspect, Counters: ts.counters, Log: log}
 	if configure != nil {
@@ -86,7 +87,7 @@ func startServerWith(t *testing.T, transport string, configure func(*Options)) *
 			}
 			return testUser, key, true
 		},
-		LoggerFactory: &logging.DefaultLoggerFactory{Writer: &testWriter{t: t}, DefaultLogLevel: logging.LogLevelWarn},
+		LoggerFactory: testutil.PionLogger(t),
 	}
 	switch transport {
 	case "udp":
@@ -105,10 +106,10 @@ func startServerWith(t *testing.T, transport string, configure func(*Options)) *
 		case "tcp":
 			l, err = net.Listen("tcp4", "127.0.0.1:0")
 		case "tls":
-			l, err = tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+			l, err = tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{testutil.SelfSigned(t).TLS}})
 		case "dtls":
 			l, err = dtls.ListenWithOptions("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)},
-				dtls.WithCertificates(selfSigned(t)),
+				dtls.WithCertificates(testutil.SelfSigned(t).TLS),
 				dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret))
 		default:
 			t.Fatalf("unknown transport %q", transport)
@@ -195,40 +196,6 @@ func (r *recorder) find(typ stun.MessageType) []byte {
 	return nil
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// echoPeer answers every datagram on 127.0.0.1 with the same bytes.
-func echoPeer(t *testing.T) net.PacketConn {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close(); <-done })
-	return pc
-}
-
 // TestPionBehindEdge runs pion's client against pion's server behind the
 // wrappers on every transport: Binding (with SOFTWARE and a valid
 // FINGERPRINT on the wire), Allocate, CreatePermission, and data through
@@ -247,7 +214,7 @@ func TestPionBehindEdge(t *testing.T) {
 					Username:       testUser,
 					Password:       testPass,
 					Realm:          testRealm,
-					LoggerFactory:  &logging.DefaultLoggerFactory{Writer: &testWriter{t: t}, DefaultLogLevel: logging.LogLevelWarn},
+					LoggerFactory:  testutil.PionLogger(t),
 				})
 				if err != nil {
 					t.Fatal(err)
@@ -278,7 +245,7 @@ func TestPionBehindEdge(t *testing.T) {
 					t.Fatalf("allocate: %v", err)
 				}
 				defer relayConn.Close()
-				peer := echoPeer(t)
+				peer := testutil.EchoPeer(t, "udp4", "127.0.0.1:0")
 				if err := client.CreatePermission(peer.LocalAddr()); err != nil {
 					t.Fatalf("create permission: %v", err)
 				}
@@ -314,21 +281,7 @@ func TestPionBehindEdge(t *testing.T) {
 			}()
 		})
 		// The subtest's Cleanups closed the server and the client conn.
-		checkGoroutines(t, before)
-	}
-}
-
-// checkGoroutines waits for the goroutine count to fall back to before.
-func checkGoroutines(t *testing.T, before int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines left running, %d before:\n%s",
-				runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
+		testutil.CheckGoroutines(t, before)
 	}
 }
 
@@ -496,7 +449,7 @@ func TestGarbageDropped(t *testing.T) {
 	if m.Type != stun.BindingSuccess {
 		t.Fatalf("binding after garbage: %v", m.Type)
 	}
-	eventually(t, "garbage counted", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "garbage counted", func() bool {
 		s := ts.counters.Snapshot()
 		return s.Malformed == uint64(len(garbage)) && s.Oversized == 1
 	})
@@ -571,5 +524,5 @@ func TestServerCloseClosesStreamConns(t *testing.T) {
 			t.Fatalf("client still connected after server close: %v", err)
 		}
 	})
-	checkGoroutines(t, before)
+	testutil.CheckGoroutines(t, before)
 }

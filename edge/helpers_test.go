@@ -1,10 +1,8 @@
 package edge
 
 import (
-	"bytes"
 	"encoding/binary"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -12,34 +10,6 @@ import (
 
 	"github.com/pion/stun/v3"
 )
-
-// testLog returns a logger writing to t.Log until the test ends (server
-// goroutines may outlive it).
-func testLog(t *testing.T) *slog.Logger {
-	t.Helper()
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(bytes.TrimSuffix(p, []byte("\n"))))
-	}
-	return len(p), nil
-}
 
 // setterFunc adapts a function to stun.Setter.
 type setterFunc func(m *stun.Message) error

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 func TestPacketConnReadFromFilters(t *testing.T) {
@@ -33,7 +35,7 @@ func TestPacketConnReadFromFilters(t *testing.T) {
 	counters := &Counters{}
 	pc := WrapPacketConn(fake, Options{
 		Counters: counters,
-		Log:      testLog(t),
+		Log:      testutil.Logger(t),
 		Screen:   func(raw []byte, _ net.Addr) []byte { inspected = append(inspected, bytes.Clone(raw)); return nil },
 	})
 	var got [][]byte

@@ -3,15 +3,10 @@ package edge
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"syscall"
@@ -20,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // wrapConn wraps one conn the way WrapListener's Accept does.
@@ -332,7 +329,7 @@ func TestAcceptRetriesResourceErrors(t *testing.T) {
 		emfile := &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
 		inner := &chunkConn{}
 		fl := &flakyListener{errs: []error{emfile, emfile, syscall.ECONNABORTED}, conns: []net.Conn{inner}, closed: make(chan struct{})}
-		l := WrapListener(fl, Options{Log: testLog(t)})
+		l := WrapListener(fl, Options{Log: testutil.Logger(t)})
 		c, err := l.Accept()
 		if err != nil {
 			t.Fatalf("Accept: %v", err)
@@ -358,26 +355,6 @@ func TestAcceptFatalError(t *testing.T) {
 	}
 }
 
-// selfSigned returns a TLS certificate for 127.0.0.1.
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // TestTLSAcceptDoesNotHandshake: a client that connects and stays silent
 // blocks neither Accept nor other clients; its first Read fails after the
 // handshake timeout.
@@ -387,8 +364,8 @@ func TestTLSAcceptDoesNotHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	counters := &Counters{}
-	l := WrapListener(tls.NewListener(tcp, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}),
-		Options{Counters: counters, HandshakeTimeout: 200 * time.Millisecond, Log: testLog(t)})
+	l := WrapListener(tls.NewListener(tcp, &tls.Config{Certificates: []tls.Certificate{testutil.SelfSigned(t).TLS}}),
+		Options{Counters: counters, HandshakeTimeout: 200 * time.Millisecond, Log: testutil.Logger(t)})
 	defer l.Close()
 
 	silent, err := net.Dial("tcp4", tcp.Addr().String())

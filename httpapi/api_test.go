@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 func TestMintTTL(t *testing.T) {
@@ -48,7 +49,7 @@ func TestMintTTL(t *testing.T) {
 			if want := strconv.FormatInt(wantExp.Unix(), 10); c.Username != want {
 				t.Fatalf("username %q, want %q", c.Username, want)
 			}
-			if c.Credential != restPassword(testSecret, c.Username) {
+			if c.Credential != testutil.RESTPassword(testSecret, c.Username) {
 				t.Fatal("credential is not base64(HMAC-SHA1(secret, username))")
 			}
 		})
@@ -91,7 +92,7 @@ func TestRotation(t *testing.T) {
 	clock := func() time.Time { return now }
 	f := newFixture(t, nil, 24*time.Hour, []string{"old-secret"}, clock)
 	before := decodeCredential(t, call{key: testKey, target: Path + "?user=alice"}.do(t, f.api))
-	if before.Credential != restPassword("old-secret", before.Username) {
+	if before.Credential != testutil.RESTPassword("old-secret", before.Username) {
 		t.Fatal("credential not signed with the only secret")
 	}
 	rotated, err := auth.NewSnapshot(testRealm, nil, []string{"new-secret", "old-secret"})
@@ -100,7 +101,7 @@ func TestRotation(t *testing.T) {
 	}
 	f.authn.Swap(rotated)
 	after := decodeCredential(t, call{key: testKey, target: Path + "?user=alice"}.do(t, f.api))
-	if after.Credential != restPassword("new-secret", after.Username) {
+	if after.Credential != testutil.RESTPassword("new-secret", after.Username) {
 		t.Fatal("after rotation the credential is not signed with the new first secret")
 	}
 	tests := []struct {
@@ -111,7 +112,7 @@ func TestRotation(t *testing.T) {
 	}{
 		{"credential minted before rotation", before.Username, before.Credential, true},
 		{"credential minted after rotation", after.Username, after.Credential, true},
-		{"wrong password", after.Username, restPassword("other", after.Username), false},
+		{"wrong password", after.Username, testutil.RESTPassword("other", after.Username), false},
 	}
 	for _, tt := range tests {
 		if got := accepts(t, f.authn, tt.user, tt.password); got != tt.want {

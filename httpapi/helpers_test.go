@@ -1,19 +1,13 @@
 package httpapi
 
 import (
-	"bytes"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +16,7 @@ import (
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/creds"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 const (
@@ -35,32 +30,6 @@ const (
 
 // t0 is the fixed clock of tests that need none running.
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-
-// logWriter sends log lines to t.Log and keeps them.
-type logWriter struct {
-	t  testing.TB
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b.Write(p)
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func (w *logWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
-func testLogger(t testing.TB) (*slog.Logger, *logWriter) {
-	w := &logWriter{t: t}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})), w
-}
 
 // testHTTP is the http.* config every test starts from: one API key, one
 // allowed origin, generous limits.
@@ -83,7 +52,7 @@ var testListeners = []config.Listener{
 type fixture struct {
 	api   *API
 	authn *auth.Authenticator
-	log   *logWriter
+	log   *testutil.LogWriter
 }
 
 // newFixture builds the API from h (mutated by mutate, if any) with
@@ -98,7 +67,7 @@ func newFixture(t testing.TB, mutate func(*config.HTTP), maxTTL time.Duration, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, w := testLogger(t)
+	log, w := testutil.CaptureLogger(t)
 	authn := auth.New(snap, log, now)
 	pol, err := NewPolicy(h, maxTTL)
 	if err != nil {
@@ -185,14 +154,6 @@ func decodeError(t testing.TB, w *httptest.ResponseRecorder) errorBody {
 		t.Fatalf("error body %q has no error message", w.Body)
 	}
 	return e
-}
-
-// restPassword is the TURN REST password of username under secret,
-// computed independently of package auth.
-func restPassword(secret, username string) string {
-	mac := hmac.New(sha1.New, []byte(secret))
-	mac.Write([]byte(username))
-	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
 // accepts reports whether authn accepts an Allocate request signed with the

@@ -1,16 +1,15 @@
 package probe
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/testutil"
 	"github.com/ferryrtc/ferry/listen"
 	"github.com/ferryrtc/ferry/rfc5780"
 	"github.com/ferryrtc/ferry/server"
@@ -21,31 +20,6 @@ const (
 	testPass   = "wonderland"
 	testSecret = "rest-secret"
 )
-
-type testWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(bytes.TrimSuffix(p, []byte("\n"))))
-	}
-	return len(p), nil
-}
-
-func testLog(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
 
 type serverOpts struct {
 	alt           bool
@@ -71,7 +45,7 @@ func startServer(t *testing.T, o serverOpts) netip.AddrPort {
 		t.Fatal(err)
 	}
 	primary := addrOf(pcs[0].LocalAddr())
-	so := server.Options{Config: cfg, RelayV4: netip.MustParseAddr("127.0.0.1"), Log: testLog(t)}
+	so := server.Options{Config: cfg, RelayV4: netip.MustParseAddr("127.0.0.1"), Log: testutil.LoggerAt(t, slog.LevelInfo)}
 	if o.alt {
 		a, err := rfc5780.ListenAlternates(t.Context(), primary, netip.MustParseAddr("127.0.0.2"), 0)
 		if err != nil {
@@ -83,39 +57,13 @@ func startServer(t *testing.T, o serverOpts) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	so.Auth = auth.New(snap, testLog(t), time.Now)
+	so.Auth = auth.New(snap, testutil.LoggerAt(t, slog.LevelInfo), time.Now)
 	srv, err := server.New(so, server.Sockets{Packet: pcs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	return primary
-}
-
-// echoPeer echoes every datagram on a loopback socket until the test ends.
-func echoPeer(t *testing.T) netip.AddrPort {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1600)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = pc.Close()
-		<-done
-	})
-	return addrOf(pc.LocalAddr())
 }
 
 func target(scheme string, ap netip.AddrPort) Target {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 func TestParseTarget(t *testing.T) {
@@ -124,7 +126,7 @@ func TestTURNProbe(t *testing.T) {
 			o := tt.opts
 			o.Target, o.Timeout = target("turn", srv), time.Second
 			if tt.peer {
-				o.Peer = echoPeer(t).String()
+				o.Peer = addrOf(testutil.EchoPeer(t, "udp4", "127.0.0.1:0").LocalAddr()).String()
 			}
 			rep, err := TURN(t.Context(), o)
 			if tt.failStep == "" {

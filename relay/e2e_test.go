@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // TestEndToEnd runs pion's TURN server with ferry's PortAllocator and
@@ -33,14 +34,14 @@ func TestEndToEnd(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
-			pionLog := &logging.DefaultLoggerFactory{Writer: newTestWriter(t), DefaultLogLevel: logging.LogLevelWarn}
+			pionLog := testutil.PionLogger(t)
 
 			policy := mustPolicy(t, PolicyOptions{AllowLoopback: tt.allowLoopback, Self: tt.self})
-			lo, hi := freeRange(t, lo4, 10)
+			lo, hi := testutil.FreePortRange(t, lo4, 10)
 			ports := newAllocator(t, lo4, ext4, lo, hi, policy)
 			var mu sync.Mutex
 			var denied []string
-			perm := NewPermissionHandler(policy, testLogger(t), func(r string) {
+			perm := NewPermissionHandler(policy, testutil.Logger(t), func(r string) {
 				mu.Lock()
 				denied = append(denied, r)
 				mu.Unlock()
@@ -127,7 +128,7 @@ func TestEndToEnd(t *testing.T) {
 				}
 				_ = peer.Close()
 				<-peerDone
-				checkGoroutines(t, before)
+				testutil.CheckGoroutines(t, before)
 			}()
 
 			// XOR-RELAYED-ADDRESS carries the advertised address.

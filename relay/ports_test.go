@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 var (
@@ -102,7 +104,7 @@ func famCases(t *testing.T) []famCase {
 		{"v6 advertised", lo6, ext6, "udp6", "tcp6"},
 		{"v6 bind advertised", lo6, netip.Addr{}, "udp6", "tcp6"},
 	}
-	if !hasIPv6Loopback() {
+	if !testutil.HasIPv6Loopback() {
 		t.Log("no IPv6 loopback on this host: skipping ::1 cases")
 		cases = cases[:2]
 	}
@@ -111,7 +113,7 @@ func famCases(t *testing.T) []famCase {
 
 func newAllocator(t *testing.T, bind, adv netip.Addr, lo, hi uint16, policy *Policy) *PortAllocator {
 	t.Helper()
-	cfg := PortAllocatorConfig{MinPort: lo, MaxPort: hi, Policy: policy, Log: testLogger(t)}
+	cfg := PortAllocatorConfig{MinPort: lo, MaxPort: hi, Policy: policy, Log: testutil.Logger(t)}
 	if bind.Is4() {
 		cfg.Bind4, cfg.Advertise4 = bind, adv
 	} else {
@@ -129,7 +131,7 @@ func newAllocator(t *testing.T, bind, adv netip.Addr, lo, hi uint16, policy *Pol
 func TestAllocate(t *testing.T) {
 	for _, fc := range famCases(t) {
 		t.Run(fc.name, func(t *testing.T) {
-			lo, hi := freeRange(t, fc.bind, 20)
+			lo, hi := testutil.FreePortRange(t, fc.bind, 20)
 			pa := newAllocator(t, fc.bind, fc.adv, lo, hi, nil)
 			wantIP := fc.adv
 			if !wantIP.IsValid() {
@@ -311,7 +313,7 @@ func TestPortsExhausted(t *testing.T) {
 		alloc allocFn
 	}{{"udp", udpAlloc("udp4")}, {"tcp", tcpAlloc("tcp4")}} {
 		t.Run(tt.name, func(t *testing.T) {
-			lo, hi := freeRange(t, lo4, 3)
+			lo, hi := testutil.FreePortRange(t, lo4, 3)
 			pa := newAllocator(t, lo4, ext4, lo, hi, nil)
 			for round := 0; round < 5; round++ {
 				held := map[uint16]io.Closer{}
@@ -374,7 +376,7 @@ func TestTCPPortHeldElsewhere(t *testing.T) {
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			lo, hi := freeRange(t, lo4, 2)
+			lo, hi := testutil.FreePortRange(t, lo4, 2)
 			foreign, err := tt.hold(netip.AddrPortFrom(lo4, lo))
 			if err != nil {
 				t.Fatal(err)
@@ -401,7 +403,7 @@ func TestRequestedPort(t *testing.T) {
 		alloc allocFn
 	}{{"udp", udpAlloc("udp4")}, {"tcp", tcpAlloc("tcp4")}} {
 		t.Run(tt.name, func(t *testing.T) {
-			lo, hi := freeRange(t, lo4, 4)
+			lo, hi := testutil.FreePortRange(t, lo4, 4)
 			pa := newAllocator(t, lo4, ext4, lo, hi, nil)
 			want := lo + 2
 			c, port, err := tt.alloc(pa, int(want))
@@ -466,7 +468,7 @@ func TestAllocateConn(t *testing.T) {
 		network string
 	}
 	cases := []tc{{"v4", lo4, "tcp4"}}
-	if hasIPv6Loopback() {
+	if testutil.HasIPv6Loopback() {
 		cases = append(cases, tc{"v6", lo6, "tcp6"})
 	}
 	for _, c := range cases {
@@ -481,7 +483,7 @@ func TestAllocateConn(t *testing.T) {
 			}
 			defer peer.Close()
 			peerAddr := peer.Addr().(*net.TCPAddr)
-			lo, hi := freeRange(t, c.bind, 10)
+			lo, hi := testutil.FreePortRange(t, c.bind, 10)
 
 			t.Run("denied", func(t *testing.T) {
 				denyAll := mustPolicy(t, PolicyOptions{}) // no loopback

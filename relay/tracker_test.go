@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // fakePacketConn returns one fixed datagram per ReadFrom and accepts every
@@ -80,7 +81,7 @@ func TestTrackerCountsAndPermissions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := NewTracker(TrackerOptions{Log: testLogger(t)})
+			tr := NewTracker(TrackerOptions{Log: testutil.Logger(t)})
 			fake := &fakePacketConn{from: tt.from, data: []byte("12345")}
 			pc := tr.WrapPacketConn(fake, relayA)
 			_ = tr.WrapPacketConn(&fakePacketConn{from: peer1}, relayB)
@@ -220,10 +221,10 @@ func TestTrackerPacketPathAllocs(t *testing.T) {
 func TestTrackerWithPion(t *testing.T) {
 	const realm, user, pass = "ferry.test", "alice", "secret"
 	before := runtime.NumGoroutine()
-	pionLog := &logging.DefaultLoggerFactory{Writer: newTestWriter(t), DefaultLogLevel: logging.LogLevelWarn}
-	tr := NewTracker(TrackerOptions{Log: testLogger(t)})
-	lo, hi := freeRange(t, lo4, 10)
-	ports, err := NewPortAllocator(PortAllocatorConfig{Bind4: lo4, MinPort: lo, MaxPort: hi, Tracker: tr, Log: testLogger(t)})
+	pionLog := testutil.PionLogger(t)
+	tr := NewTracker(TrackerOptions{Log: testutil.Logger(t)})
+	lo, hi := testutil.FreePortRange(t, lo4, 10)
+	ports, err := NewPortAllocator(PortAllocatorConfig{Bind4: lo4, MinPort: lo, MaxPort: hi, Tracker: tr, Log: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func TestTrackerWithPion(t *testing.T) {
 		_ = clientConn.Close()
 		_ = srv.Close()
 		_ = peer.Close()
-		checkGoroutines(t, before)
+		testutil.CheckGoroutines(t, before)
 	}()
 
 	const n = 10

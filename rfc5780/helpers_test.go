@@ -1,44 +1,16 @@
 package rfc5780
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
-
-// testLog returns a logger writing to t.Log until the test ends.
-func testLog(t *testing.T) *slog.Logger {
-	t.Helper()
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(bytes.TrimSuffix(p, []byte("\n"))))
-	}
-	return len(p), nil
-}
 
 // listenUDP opens a socket on addr ("127.0.0.1:0") closed at cleanup.
 func listenUDP(t *testing.T, addr string) net.PacketConn {
@@ -101,7 +73,7 @@ func newLab(t *testing.T, withAlt bool, software string) *lab {
 	primary := listenUDP(t, "127.0.0.1:0")
 	l := &lab{counter: &Counters{}}
 	l.addrs[rolePrimary] = localAP(t, primary)
-	o := Options{Software: software, Counters: l.counter, Log: testLog(t)}
+	o := Options{Software: software, Counters: l.counter, Log: testutil.Logger(t)}
 	if withAlt {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/stun/v3"
 
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // udpFrom opens a UDP client socket on the loopback address ip (Linux
@@ -292,7 +293,7 @@ func TestFloodKeepsRelaying(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relayConn.Close()
-	peer := echoPeer(t, "udp4", "127.0.0.1:0")
+	peer := testutil.EchoPeer(t, "udp4", "127.0.0.1:0").LocalAddr()
 	relayRoundTrips(t, relayConn, peer, 3) // permission and channel in place
 
 	stop := make(chan struct{})

@@ -19,6 +19,7 @@ import (
 	"github.com/ferryrtc/ferry/admin"
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/testutil"
 	"github.com/ferryrtc/ferry/listen"
 	"github.com/ferryrtc/ferry/metrics"
 	"github.com/ferryrtc/ferry/relay"
@@ -70,10 +71,10 @@ func startOpsServer(t *testing.T) *opsFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.authn = auth.New(snap, testLogger(t), time.Now)
+	f.authn = auth.New(snap, testutil.Logger(t), time.Now)
 	op := &opsFixture{
 		fixture: f,
-		tracker: relay.NewTracker(relay.TrackerOptions{Log: testLogger(t)}),
+		tracker: relay.NewTracker(relay.TrackerOptions{Log: testutil.Logger(t)}),
 		metrics: metrics.New(metrics.Options{
 			RefusedReasons:    RefusedReasons(),
 			AuthMethods:       AuthMethods(),
@@ -84,7 +85,7 @@ func startOpsServer(t *testing.T) *opsFixture {
 		Config:   cfg,
 		RelayV4:  netip.MustParseAddr("127.0.0.1"),
 		Auth:     f.authn,
-		Log:      testLogger(t),
+		Log:      testutil.Logger(t),
 		Tracker:  op.tracker,
 		Observer: op.metrics,
 		Events:   op.metrics.Events(),
@@ -214,7 +215,7 @@ func TestMetricsCountRelayedTraffic(t *testing.T) {
 			if _, err := stranger.WriteTo([]byte("unsolicited"), relayAddr); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "the stranger's datagram counted", func() bool {
+			testutil.WaitFor(t, 5*time.Second, "the stranger's datagram counted", func() bool {
 				return op.samples(t)[`ferry_packets_dropped_total{reason="policy"}`] == 1
 			})
 
@@ -251,7 +252,7 @@ func TestMetricsCountRelayedTraffic(t *testing.T) {
 			if err := relayConn.Close(); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "allocation released", func() bool { return op.srv.AllocationCount() == 0 })
+			testutil.WaitFor(t, 5*time.Second, "allocation released", func() bool { return op.srv.AllocationCount() == 0 })
 			s2 := op.samples(t)
 			for _, name := range []string{`ferry_relay_packets_total{direction="to_peer"}`, `ferry_relay_bytes_total{direction="from_peer"}`} {
 				if s2[name] != s[name] {
@@ -263,17 +264,6 @@ func TestMetricsCountRelayedTraffic(t *testing.T) {
 					s2[`ferry_allocations_active{family="ipv4",transport="`+tr+`"}`])
 			}
 		})
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -394,7 +384,7 @@ func TestAdminClosesAllocation(t *testing.T) {
 	if code, body := call("DELETE", "allocations/"+relayAddr); code != 200 || !strings.Contains(body, `"closed": 1`) {
 		t.Fatalf("close: %d %s", code, body)
 	}
-	waitUntil(t, "pion deleted the allocation", func() bool { return op.srv.AllocationCount() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "pion deleted the allocation", func() bool { return op.srv.AllocationCount() == 1 })
 	got := peer.got.Load()
 	_, _ = relayConn.WriteTo([]byte("after close"), peer.pc.LocalAddr())
 	time.Sleep(200 * time.Millisecond)
@@ -409,7 +399,7 @@ func TestAdminClosesAllocation(t *testing.T) {
 	if code, body := call("DELETE", "users/"+testUser+"/allocations"); code != 200 || !strings.Contains(body, `"closed": 1`) {
 		t.Fatalf("close user: %d %s", code, body)
 	}
-	waitUntil(t, "pion deleted every allocation", func() bool { return op.srv.AllocationCount() == 0 })
+	testutil.WaitFor(t, 5*time.Second, "pion deleted every allocation", func() bool { return op.srv.AllocationCount() == 0 })
 	// pion answers a Refresh of a deleted allocation with nothing at all
 	// (handleRefreshRequest returns before responding), so the client's
 	// refresh fails by timeout.

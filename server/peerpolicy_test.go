@@ -7,6 +7,7 @@ import (
 	"github.com/pion/stun/v3"
 
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 type requestedFamily byte
@@ -53,7 +54,7 @@ func embeddings(v4 string) map[string]string {
 // of both transports, with the default policy: each gets 403. Nothing is
 // sent to any peer: the refusal comes before.
 func TestPeerPolicyRanges(t *testing.T) {
-	if !hasIPv6Loopback() {
+	if !testutil.HasIPv6Loopback() {
 		t.Skip("no IPv6 loopback for IPv6 relays")
 	}
 	type peerCase struct{ name, ip string }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -14,53 +13,8 @@ import (
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
-
-// eventually polls cond for up to 5s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// freePorts returns n consecutive ports free for UDP and TCP on 127.0.0.1,
-// picked at random below the ephemeral range.
-func freePorts(t *testing.T, n int) string {
-	t.Helper()
-	for range 200 {
-		base := 20000 + rand.IntN(12000-n)
-		ok := true
-		var closers []func() error
-		for p := base; p < base+n && ok; p++ {
-			ap := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(p))
-			u, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
-			if err != nil {
-				ok = false
-				break
-			}
-			closers = append(closers, u.Close)
-			l, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(ap))
-			if err != nil {
-				ok = false
-				break
-			}
-			closers = append(closers, l.Close)
-		}
-		for _, c := range closers {
-			_ = c()
-		}
-		if ok {
-			return fmt.Sprintf("%d-%d", base, base+n-1)
-		}
-	}
-	t.Fatal("no free port range")
-	return ""
-}
 
 // allocate allocates for user over transport and returns the relay and
 // the STUN error code (0 on success). tcpRelay asks for an RFC 6062 relay.
@@ -121,7 +75,8 @@ func TestAllocationQuotas(t *testing.T) {
 			name: "ports exhausted 508, quota slot released",
 			configure: func(c *config.Config, t *testing.T) {
 				c.Quota.UserAllocations = 2
-				c.Relay.Ports = freePorts(t, 1)
+				lo, hi := testutil.FreePortRange(t, netip.MustParseAddr("127.0.0.1"), 1)
+				c.Relay.Ports = fmt.Sprintf("%d-%d", lo, hi)
 			},
 			users: []string{"alice", "alice", "alice", "bob"},
 			want:  []int{0, 508, 508, 508},
@@ -153,7 +108,7 @@ func TestAllocationQuotas(t *testing.T) {
 				}
 				// Freeing the first allocation lets its user allocate again.
 				release[0]()
-				eventually(t, "the freed allocation to be uncounted", func() bool {
+				testutil.WaitFor(t, 5*time.Second, "the freed allocation to be uncounted", func() bool {
 					return f.srv.QuotaStats().Allocations == countZero(tt.want)-1
 				})
 				if _, code := f.allocate(t, transport, testUser, testPass, relay == "tcp"); code != 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/testutil"
 	"github.com/ferryrtc/ferry/listen"
 	"github.com/ferryrtc/ferry/rfc5780"
 )
@@ -31,7 +32,7 @@ func startRFC5780(t *testing.T, alt bool) (*Server, [4]netip.AddrPort) {
 	}
 	var addrs [4]netip.AddrPort
 	addrs[0] = localAddrPort(pcs[0])
-	o := Options{Config: cfg, RelayV4: netip.MustParseAddr("127.0.0.1"), Log: testLogger(t)}
+	o := Options{Config: cfg, RelayV4: netip.MustParseAddr("127.0.0.1"), Log: testutil.Logger(t)}
 	if alt {
 		a, err := rfc5780.ListenAlternates(t.Context(), addrs[0], netip.MustParseAddr("127.0.0.2"), 0)
 		if err != nil {
@@ -44,7 +45,7 @@ func startRFC5780(t *testing.T, alt bool) (*Server, [4]netip.AddrPort) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Auth = auth.New(snap, testLogger(t), time.Now)
+	o.Auth = auth.New(snap, testutil.Logger(t), time.Now)
 	srv, err := New(o, Sockets{Packet: pcs})
 	if err != nil {
 		t.Fatal(err)

@@ -2,23 +2,13 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"log/slog"
-	"math/big"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +18,7 @@ import (
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/testutil"
 	"github.com/ferryrtc/ferry/listen"
 )
 
@@ -37,33 +28,6 @@ const (
 	testPass   = "wonderland"
 	testSecret = "rest-secret-1"
 )
-
-// tlog writes slog records to t.Log until the test ends; pion goroutines
-// that log after that are dropped (t.Log after a test ends is a race).
-type tlog struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tlog) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	w := &tlog{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // fixture is a running server on loopback sockets.
 type fixture struct {
@@ -98,7 +62,7 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 	host := "127.0.0.1"
 	if o.family == "6" {
 		host = "[::1]"
-		if !hasIPv6Loopback() {
+		if !testutil.HasIPv6Loopback() {
 			t.Skip("no IPv6 loopback on this host")
 		}
 	}
@@ -121,16 +85,16 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 	f := &fixture{}
 	var certs *listen.Certs
 	if o.withTLS || o.withDTLS {
-		certFile, keyFile, pool := selfSigned(t)
-		f.certs = pool
-		f.certFile, f.keyFile = certFile, keyFile
+		cert := testutil.SelfSigned(t)
+		f.certs = cert.Pool
+		f.certFile, f.keyFile = cert.CertFile, cert.KeyFile
 		var err error
-		certs, err = listen.LoadCerts(certFile, keyFile)
+		certs, err = listen.LoadCerts(cert.CertFile, cert.KeyFile)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.store = certs
-		cfg.TLS.Cert, cfg.TLS.Key = certFile, keyFile
+		cfg.TLS.Cert, cfg.TLS.Key = cert.CertFile, cert.KeyFile
 		if o.withTLS {
 			cfg.Listen = append(cfg.Listen, "tls://"+host+":0")
 		}
@@ -183,9 +147,9 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.authn = auth.New(snap, testLogger(t), time.Now)
+	f.authn = auth.New(snap, testutil.Logger(t), time.Now)
 	relay4, relay6 := netip.MustParseAddr("127.0.0.1"), netip.Addr{}
-	if hasIPv6Loopback() {
+	if testutil.HasIPv6Loopback() {
 		relay6 = netip.IPv6Loopback()
 	}
 	f.srv, err = New(Options{
@@ -193,63 +157,13 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 		RelayV4: relay4,
 		RelayV6: relay6,
 		Auth:    f.authn,
-		Log:     testLogger(t),
+		Log:     testutil.Logger(t),
 	}, socks)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = f.srv.Close() })
 	return f
-}
-
-func hasIPv6Loopback() bool {
-	c, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		return false
-	}
-	_ = c.Close()
-	return true
-}
-
-func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "ferry.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     []string{"ferry.test"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(c)
-	return certFile, keyFile, pool
 }
 
 // clientConn opens the client side of a transport to the fixture.
@@ -311,7 +225,7 @@ func (f *fixture) client(t *testing.T, transport, user, pass string) *turn.Clien
 		Password:       pass,
 		Realm:          testRealm,
 		RTO:            200 * time.Millisecond,
-		LoggerFactory:  pionLoggerFactory{log: testLogger(t)},
+		LoggerFactory:  pionLoggerFactory{log: testutil.Logger(t)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -321,27 +235,6 @@ func (f *fixture) client(t *testing.T, transport, user, pass string) *turn.Clien
 	}
 	t.Cleanup(c.Close)
 	return c
-}
-
-// echoPeer answers every datagram with the same bytes.
-func echoPeer(t *testing.T, network, addr string) net.Addr {
-	t.Helper()
-	pc, err := net.ListenPacket(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	go func() {
-		buf := make([]byte, 1600)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	return pc.LocalAddr()
 }
 
 func turnCode(err error) int {
@@ -434,7 +327,7 @@ func TestAllocateAndRelay(t *testing.T) {
 				if ra.IP.String() != wantIP {
 					t.Fatalf("relay address %s, want family of %s", ra, wantIP)
 				}
-				peer := echoPeer(t, peerNet, peerAddr)
+				peer := testutil.EchoPeer(t, peerNet, peerAddr).LocalAddr()
 				relayRoundTrips(t, relayConn, peer, 20)
 				if f.srv.AllocationCount() != 1 {
 					t.Fatalf("AllocationCount = %d", f.srv.AllocationCount())
@@ -701,7 +594,7 @@ func TestCloseIsIdempotentAndFreesPorts(t *testing.T) {
 // asks for an IPv6 relay and the reverse, and relays to a peer of that
 // family.
 func TestRequestedAddressFamily(t *testing.T) {
-	if !hasIPv6Loopback() {
+	if !testutil.HasIPv6Loopback() {
 		t.Skip("no IPv6 loopback on this host")
 	}
 	tests := []struct {
@@ -727,7 +620,7 @@ func TestRequestedAddressFamily(t *testing.T) {
 				Realm:                  testRealm,
 				RTO:                    200 * time.Millisecond,
 				RequestedAddressFamily: tt.family,
-				LoggerFactory:          pionLoggerFactory{log: testLogger(t)},
+				LoggerFactory:          pionLoggerFactory{log: testutil.Logger(t)},
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -744,7 +637,7 @@ func TestRequestedAddressFamily(t *testing.T) {
 			if ip := rc.LocalAddr().(*net.UDPAddr).IP.String(); ip != tt.wantRelay {
 				t.Fatalf("relay %s, want family of %s", ip, tt.wantRelay)
 			}
-			relayRoundTrips(t, rc, echoPeer(t, tt.peerNet, tt.peerListen), 5)
+			relayRoundTrips(t, rc, testutil.EchoPeer(t, tt.peerNet, tt.peerListen).LocalAddr(), 5)
 		})
 	}
 }

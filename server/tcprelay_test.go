@@ -14,6 +14,8 @@ import (
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/stun/v3"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // tcpEchoPeer is a TCP peer on 127.0.0.1 that echoes every byte.
@@ -235,7 +237,7 @@ func TestDTLSAllocateAndRelay(t *testing.T) {
 		t.Fatalf("allocate over DTLS: %v", err)
 	}
 	defer relayConn.Close()
-	relayRoundTrips(t, relayConn, echoPeer(t, "udp4", "127.0.0.1:0"), 20)
+	relayRoundTrips(t, relayConn, testutil.EchoPeer(t, "udp4", "127.0.0.1:0").LocalAddr(), 20)
 }
 
 // TestCertificateReload swaps the certificate on disk while an allocation
@@ -249,13 +251,13 @@ func TestCertificateReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relayConn.Close()
-	peer := echoPeer(t, "udp4", "127.0.0.1:0")
+	peer := testutil.EchoPeer(t, "udp4", "127.0.0.1:0").LocalAddr()
 	relayRoundTrips(t, relayConn, peer, 3)
 	before := servedCerts(t, f, f.certs)
 
 	// A new key and certificate, written over the old files.
-	newCert, newKey, newPool := selfSigned(t)
-	for _, cp := range [][2]string{{newCert, f.certFile}, {newKey, f.keyFile}} {
+	newCert := testutil.SelfSigned(t)
+	for _, cp := range [][2]string{{newCert.CertFile, f.certFile}, {newCert.KeyFile, f.keyFile}} {
 		b, err := os.ReadFile(cp[0])
 		if err != nil {
 			t.Fatal(err)
@@ -270,7 +272,7 @@ func TestCertificateReload(t *testing.T) {
 	if changed, err := f.store.ReloadIfChanged(); err != nil || !changed {
 		t.Fatalf("ReloadIfChanged = %v, %v", changed, err)
 	}
-	after := servedCerts(t, f, newPool)
+	after := servedCerts(t, f, newCert.Pool)
 	for _, tr := range []string{"tls", "dtls"} {
 		if bytes.Equal(before[tr], after[tr]) {
 			t.Errorf("%s still serves the old certificate", tr)
@@ -283,7 +285,7 @@ func TestCertificateReload(t *testing.T) {
 		t.Error("TLS client trusting the old certificate connected after the swap")
 	}
 	// A DTLS client allocates with the new certificate.
-	f.certs = newPool
+	f.certs = newCert.Pool
 	dc := f.client(t, "dtls", testUser, testPass)
 	rc, err := dc.Allocate()
 	if err != nil {

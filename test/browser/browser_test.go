@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/creds"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // pages serves testdata/ on 127.0.0.1 and returns its origin.
@@ -91,14 +92,14 @@ func TestRelayDataChannel(t *testing.T) {
 // exchange messages both ways through ferry.
 func TestPeerJSExample(t *testing.T) {
 	tl := requireTools(t, map[string]string{"test/browser": "playwright-core", "examples/peerjs": "peer"})
-	root, err := moduleRoot()
+	root, err := testutil.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	example := startProcess(t, "peerjs-example", filepath.Join(root, "examples", "peerjs"), tl.node,
+	example := testutil.StartProcess(t, "peerjs-example", filepath.Join(root, "examples", "peerjs"), tl.node,
 		[]string{"server.mjs"}, []string{"PORT=0", "HOST=127.0.0.1"})
-	base := example.waitOutput(t, regexp.MustCompile(`PeerJS example on (http://127\.0\.0\.1:\d+)/`))[1]
+	base := example.WaitOutput(t, regexp.MustCompile(`PeerJS example on (http://127\.0\.0\.1:\d+)/`))[1]
 	f := startFerry(t, base, "--http-allow-anonymous-origins")
 
 	var res struct {

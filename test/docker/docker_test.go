@@ -8,10 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -23,6 +22,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // maxImageBytes is the size the image must stay under.
@@ -41,10 +42,7 @@ func requireDocker(t *testing.T) {
 	if why == "" {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: run scripts/install-test-deps.sh docker)", why)
-	}
-	t.Skipf("%s; run scripts/install-test-deps.sh docker", why)
+	testutil.Unavailable(t, "%s; run scripts/install-test-deps.sh docker", why)
 }
 
 // docker runs the docker CLI and returns its trimmed stdout.
@@ -76,61 +74,6 @@ func randomSuffix(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// freePort returns a port free for both UDP and TCP on 127.0.0.1 right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		_ = u.Close()
-		if err == nil {
-			_ = l.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for UDP and TCP")
-	return 0
-}
-
-// freeRange returns n consecutive ports free for UDP and TCP, from a random
-// base below the usual ephemeral range.
-func freeRange(t *testing.T, n int) (lo, hi int) {
-	t.Helper()
-	for range 200 {
-		r, _ := rand.Int(rand.Reader, big.NewInt(int64(12000-n)))
-		base := 20000 + int(r.Int64())
-		ok := true
-		var closers []io.Closer
-		for p := base; p < base+n && ok; p++ {
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-			u, err := net.ListenPacket("udp4", addr)
-			if err != nil {
-				ok = false
-				break
-			}
-			closers = append(closers, u)
-			l, err := net.Listen("tcp4", addr)
-			if err != nil {
-				ok = false
-				break
-			}
-			closers = append(closers, l)
-		}
-		for _, c := range closers {
-			_ = c.Close()
-		}
-		if ok {
-			return base, base + n - 1
-		}
-	}
-	t.Fatalf("no %d free consecutive ports", n)
-	return 0, 0
 }
 
 func TestImage(t *testing.T) {
@@ -165,8 +108,9 @@ func TestImage(t *testing.T) {
 	}
 
 	// Run on free loopback ports with the host's network.
-	turnPort, httpPort := freePort(t), freePort(t)
-	lo, hi := freeRange(t, 20)
+	turnPort, httpPort := testutil.FreePort(t), testutil.FreePort(t)
+	lo16, hi16 := testutil.FreePortRange(t, netip.MustParseAddr("127.0.0.1"), 20)
+	lo, hi := int(lo16), int(hi16)
 	turnAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(turnPort))
 	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
 	const user, pass, realm = "alice", "wonderland", "ferry.test"

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // toolTimeout bounds one coturn tool run. turnutils_uclient needs about 5s
@@ -18,7 +20,7 @@ const toolTimeout = 45 * time.Second
 
 func TestSTUNClientBinding(t *testing.T) {
 	t.Parallel()
-	stunclient := requireTool(t, "turnutils_stunclient")
+	stunclient := testutil.RequireTool(t, "turnutils_stunclient")
 	f := startFerry(t)
 
 	// turnutils_stunclient prints
@@ -87,8 +89,8 @@ func TestUClientRESTCredentials(t *testing.T) {
 // turnutils_uclient for every relayRun at the same time, and checks each in a
 // subtest: every message sent, every echo received, nothing lost, no errors.
 func runUClientRelays(t *testing.T, runs []relayRun) {
-	uclient := requireTool(t, "turnutils_uclient")
-	peer := requireTool(t, "turnutils_peer")
+	uclient := testutil.RequireTool(t, "turnutils_uclient")
+	peer := testutil.RequireTool(t, "turnutils_peer")
 	f := startFerry(t)
 	peerPort := startPeer(t, peer)
 
@@ -141,8 +143,8 @@ func runUClientRelays(t *testing.T, runs []relayRun) {
 
 func TestUClientWrongCredentials(t *testing.T) {
 	t.Parallel()
-	uclient := requireTool(t, "turnutils_uclient")
-	peer := requireTool(t, "turnutils_peer")
+	uclient := testutil.RequireTool(t, "turnutils_uclient")
+	peer := testutil.RequireTool(t, "turnutils_peer")
 	f := startFerry(t)
 	peerPort := startPeer(t, peer)
 
@@ -197,7 +199,7 @@ func TestUClientWrongCredentials(t *testing.T) {
 func startPeer(t *testing.T, path string) int {
 	t.Helper()
 	port := freeUDPPort(t)
-	p := startProcess(t, "peer", path, []string{"-L", "127.0.0.1", "-p", strconv.Itoa(port)}, nil)
+	p := testutil.StartProcess(t, "peer", t.TempDir(), path, []string{"-L", "127.0.0.1", "-p", strconv.Itoa(port)}, nil)
 	waitUDPEcho(t, p, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	return port
 }

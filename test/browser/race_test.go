@@ -1,7 +1,0 @@
-//go:build race
-
-package browser
-
-// raceEnabled reports whether the test binary (and so the ferry binary it
-// builds) uses the race detector.
-const raceEnabled = true
