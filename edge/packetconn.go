@@ -3,6 +3,8 @@ package edge
 import (
 	"net"
 	"time"
+
+	"github.com/ferryrtc/ferry/internal/udpbatch"
 )
 
 var _ net.PacketConn = (*packetConn)(nil)
@@ -10,11 +12,16 @@ var _ net.PacketConn = (*packetConn)(nil)
 // packetConn is the UDP wrapper.
 type packetConn struct {
 	inner net.PacketConn
+	rd    net.PacketConn // reads inner, in batches when it is a *net.UDPConn
 	cfg   *config
 	sh    *shard
 	last  lastRequest // the request pion is answering (amplification cap)
 	stale staleRing   // requests whose stale nonce was stripped
 }
+
+// clientAddrs bounds the per-socket cache of client addresses handed to
+// pion (emptied when full): 16384 addresses take about 2 MiB.
+const clientAddrs = 16384
 
 // WrapPacketConn wraps a client-facing UDP socket for pion's
 // PacketConnConfig. ReadFrom returns only ChannelData and well-formed STUN
@@ -22,13 +29,21 @@ type packetConn struct {
 // response fix-ups. Closing the wrapper closes pc.
 func WrapPacketConn(pc net.PacketConn, o Options) net.PacketConn {
 	cfg := newConfig(o)
-	return &packetConn{inner: pc, cfg: cfg, sh: cfg.counters.shard()}
+	rd := pc
+	if u, ok := pc.(*net.UDPConn); ok {
+		rd = udpbatch.Wrap(u, udpbatch.Options{Size: cfg.mtu, Addrs: clientAddrs})
+	}
+	return &packetConn{inner: pc, rd: rd, cfg: cfg, sh: cfg.counters.shard()}
 }
 
-// ReadFrom reads the next acceptable datagram into p.
+// ReadFrom reads the next acceptable datagram into p. A UDP socket is read
+// with recvmmsg, a burst per system call; the source address is an
+// immutable *net.UDPAddr shared by every datagram from that client (pion
+// keeps it in the allocation's 5-tuple). Not for concurrent use: pion has
+// one read goroutine per socket.
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.inner.ReadFrom(p)
+		n, addr, err := c.rd.ReadFrom(p)
 		if err != nil {
 			return n, addr, err
 		}

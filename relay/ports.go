@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferryrtc/ferry/internal/udpbatch"
 	"github.com/pion/turn/v5"
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +42,19 @@ const (
 	// connectTimeout bounds an RFC 6062 Connect; RFC 6062 section 5.2 asks
 	// for at least 30 s.
 	connectTimeout = 30 * time.Second
+	// relayBuffer is the receive and send buffer asked for on UDP relay
+	// sockets (the kernel doubles it for its bookkeeping): room for a
+	// burst of a few hundred datagrams from peers while pion's reader is
+	// descheduled. Memory is only charged for queued datagrams, so idle
+	// allocations cost nothing more.
+	relayBuffer = 512 << 10
+	// relayBatch is how many datagrams from peers one recvmmsg reads.
+	relayBatch = 16
+	// relayReadSize is the buffer per datagram: pion reads relay sockets
+	// into 1600 bytes (rtpMTU), so longer datagrams were truncated anyway.
+	relayReadSize = 1600
+	// peerAddrs bounds each relay socket's cache of peer addresses.
+	peerAddrs = 64
 )
 
 // PortAllocatorConfig configures a PortAllocator.
@@ -94,6 +108,9 @@ type PortAllocator struct {
 	// at ferry's own relay address outside the relay port range.
 	selfPortDrops atomic.Uint64
 	quota         *Quota
+	// batches lends recvmmsg buffers to relay sockets while they have
+	// datagrams to hand pion, so idle allocations hold none.
+	batches *udpbatch.Pool
 
 	// tcpMu serialises TCP relay listener creation (allocation time only,
 	// never per packet): see listenTCP.
@@ -130,7 +147,8 @@ func NewPortAllocator(c PortAllocatorConfig) (*PortAllocator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &PortAllocator{v4: v4, v6: v6, min: c.MinPort, max: c.MaxPort, policy: policy, log: log, tracker: c.Tracker, quota: c.Quota}, nil
+	return &PortAllocator{v4: v4, v6: v6, min: c.MinPort, max: c.MaxPort, policy: policy, log: log, tracker: c.Tracker, quota: c.Quota,
+		batches: udpbatch.NewPool(relayBatch, relayReadSize)}, nil
 }
 
 func addrPair(fam string, bind, adv netip.Addr, want4 bool) (AddrPair, error) {
@@ -264,9 +282,14 @@ func (a *PortAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (ne
 	if port == 0 {
 		port = conn.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 	}
+	// Errors only mean a smaller buffer (the kernel caps it at rmem_max
+	// and wmem_max); the socket works either way.
+	_ = conn.SetReadBuffer(relayBuffer)
+	_ = conn.SetWriteBuffer(relayBuffer)
 	relayAddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Advertise, port))
 	aq.bound(relayAddr)
-	guarded := &portGuard{PacketConn: conn, policy: a.policy, dropped: &a.selfPortDrops}
+	batched := udpbatch.Wrap(conn, udpbatch.Options{Pool: a.batches, Addrs: peerAddrs})
+	guarded := &portGuard{PacketConn: batched, policy: a.policy, dropped: &a.selfPortDrops}
 	pc := a.tracker.WrapPacketConn(aq.wrapPacketConn(guarded), relayAddr)
 	return aq.wrapWriter(pc), relayAddr, nil
 }

@@ -1,0 +1,15 @@
+//go:build !linux
+
+package udpbatch
+
+import "net"
+
+type reader struct{}
+
+type batch struct{}
+
+func newBatch(int, int) *batch { return &batch{} }
+
+func newReader(*net.UDPConn, Options) *reader { return nil }
+
+func (*reader) readFrom([]byte) (int, net.Addr, error) { panic("unreachable") }
