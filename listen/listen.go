@@ -13,23 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/internal/sockopt"
 )
-
-// reusePort sets SO_REUSEADDR and SO_REUSEPORT so several sockets share one
-// address and the kernel spreads clients across them by 4-tuple hash.
-func reusePort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
 
 // udpBuffer is the receive and send buffer asked for on client-facing UDP
 // sockets. The kernel default (about 208 KiB) overflows under bursts of a
@@ -60,7 +45,7 @@ func UDP(ctx context.Context, l config.Listener, n int) ([]net.PacketConn, error
 		n = 1
 	}
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		if err := reusePort(network, address, c); err != nil {
+		if err := sockopt.ReuseAddrPort(network, address, c); err != nil {
 			return err
 		}
 		return bigBuffers(c)
@@ -94,7 +79,7 @@ func UDP(ctx context.Context, l config.Listener, n int) ([]net.PacketConn, error
 
 // TCP opens a TCP listener on l's address.
 func TCP(ctx context.Context, l config.Listener) (net.Listener, error) {
-	lc := net.ListenConfig{Control: reusePort}
+	lc := net.ListenConfig{Control: sockopt.ReuseAddrPort}
 	ln, err := lc.Listen(ctx, l.Network(), l.Addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", l, err)

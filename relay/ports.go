@@ -14,9 +14,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ferryrtc/ferry/internal/udpbatch"
 	"github.com/pion/turn/v5"
 	"golang.org/x/sys/unix"
+
+	"github.com/ferryrtc/ferry/internal/sockopt"
+	"github.com/ferryrtc/ferry/internal/udpbatch"
 )
 
 var (
@@ -310,7 +312,7 @@ func (a *PortAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net.
 	}
 	a.tcpMu.Lock()
 	defer a.tcpMu.Unlock()
-	lc := net.ListenConfig{Control: reuseAddrPort}
+	lc := net.ListenConfig{Control: sockopt.ReuseAddrPort}
 	var ln net.Listener
 	port, err := a.pick(conf.Network, p.Bind, conf.RequestedPort, func(port uint16) error {
 		if port != 0 {
@@ -371,7 +373,7 @@ func (a *PortAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, er
 	from := netip.AddrPortFrom(p.Bind, local.AddrPort().Port())
 	d := net.Dialer{
 		LocalAddr: net.TCPAddrFromAddrPort(from),
-		Control:   reuseAddrPort,
+		Control:   sockopt.ReuseAddrPort,
 		Timeout:   connectTimeout,
 	}
 	conn, err := d.Dial(conf.Network, peer.String())
@@ -428,22 +430,6 @@ func (a *PortAllocator) pick(network string, bind netip.Addr, requested int, try
 	}
 	a.log.Debug("relay ports exhausted", "network", network, "bind", bind, "min", a.min, "max", a.max)
 	return 0, fmt.Errorf("relay: %s relay on %s, ports %d-%d: %w", network, bind, a.min, a.max, ErrPortsExhausted)
-}
-
-// reuseAddrPort sets SO_REUSEADDR and SO_REUSEPORT, as pion's
-// reuseport.Control does, so Connect can bind the listening relay port.
-func reuseAddrPort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
 }
 
 // probeTCP binds a throwaway TCP socket with SO_REUSEADDR but without

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pion/turn/v5"
 
+	"github.com/ferryrtc/ferry/internal/sockopt"
 	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
@@ -368,7 +369,7 @@ func TestTCPPortHeldElsewhere(t *testing.T) {
 		hold  func(ap netip.AddrPort) (io.Closer, error)
 	}{
 		{"tcp", tcpAlloc("tcp4"), func(ap netip.AddrPort) (io.Closer, error) {
-			lc := net.ListenConfig{Control: reuseAddrPort}
+			lc := net.ListenConfig{Control: sockopt.ReuseAddrPort}
 			return lc.Listen(t.Context(), "tcp4", ap.String())
 		}},
 		{"udp", udpAlloc("udp4"), func(ap netip.AddrPort) (io.Closer, error) {

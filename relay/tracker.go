@@ -446,14 +446,7 @@ func (t *Tracker) permission(relayAddr net.Addr, peer net.IP, add bool) {
 	if a == nil {
 		return
 	}
-	if add {
-		if a.perms == nil {
-			a.perms = map[netip.Addr]struct{}{}
-		}
-		a.perms[ip] = struct{}{}
-	} else {
-		delete(a.perms, ip)
-	}
+	setMember(&a.perms, ip, add)
 	a.publishPeers()
 }
 
@@ -470,15 +463,20 @@ func (t *Tracker) channel(relayAddr, peer net.Addr, add bool) {
 	if a == nil {
 		return
 	}
-	if add {
-		if a.chans == nil {
-			a.chans = map[netip.AddrPort]struct{}{}
-		}
-		a.chans[ap] = struct{}{}
-	} else {
-		delete(a.chans, ap)
-	}
+	setMember(&a.chans, ap, add)
 	a.publishPeers()
+}
+
+// setMember adds k to the set *m (making it on first use) or removes it.
+func setMember[K comparable](m *map[K]struct{}, k K, add bool) {
+	if !add {
+		delete(*m, k)
+		return
+	}
+	if *m == nil {
+		*m = map[K]struct{}{}
+	}
+	(*m)[k] = struct{}{}
 }
 
 // publishPeers swaps in a new peer set. Caller holds tr.mu.
