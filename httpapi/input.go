@@ -63,6 +63,9 @@ func parseRequest(r *http.Request) (request, *inputError) {
 		return request{}, badField("query", "is not a valid query string: %v", err)
 	}
 	for k, v := range q {
+		if k == "" {
+			return request{}, badField("query", "has a parameter with an empty name")
+		}
 		if len(v) > 1 {
 			return request{}, badField(k, "is given %d times; give it once", len(v))
 		}
@@ -73,6 +76,9 @@ func parseRequest(r *http.Request) (request, *inputError) {
 		return request{}, ierr
 	}
 	for k, v := range body {
+		if k == "" {
+			return request{}, badField("body", "has a field with an empty name")
+		}
 		if _, dup := vals[k]; dup {
 			return request{}, badField(k, "is given in both the query string and the body; give it once")
 		}
