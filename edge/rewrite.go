@@ -121,8 +121,14 @@ func planRewrite(b []byte, o outCtx) (p plan, act action) {
 			}
 		case attrErrorCode:
 			if p.errOff < 0 && al >= 4 {
+				class, number := int(b[off+6]&0x7), int(b[off+7])
+				if class < 3 || class > 6 || number > 99 {
+					// Not a code RFC 8489 §14.8 allows (300-699): leave
+					// the message alone rather than rewrite nonsense.
+					return plan{}, sendAsIs
+				}
 				p.errOff, p.errEnd = off, end
-				p.code = int(b[off+6]&0x7)*100 + int(b[off+7])
+				p.code = class*100 + number
 			}
 		case attrFingerprint:
 			if al != 4 {
