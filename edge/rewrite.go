@@ -120,16 +120,19 @@ func planRewrite(b []byte, o outCtx) (p plan, act action) {
 				p.swOff, p.swEnd = off, end
 			}
 		case attrErrorCode:
-			if p.errOff < 0 && al >= 4 {
-				class, number := int(b[off+6]&0x7), int(b[off+7])
-				if class < 3 || class > 6 || number > 99 {
-					// Not a code RFC 8489 §14.8 allows (300-699): leave
-					// the message alone rather than rewrite nonsense.
-					return plan{}, sendAsIs
-				}
-				p.errOff, p.errEnd = off, end
-				p.code = class*100 + number
+			if p.errOff >= 0 || al < 4 {
+				// A second or truncated ERROR-CODE: not something pion
+				// sends; leave the message alone.
+				return plan{}, sendAsIs
 			}
+			class, number := int(b[off+6]&0x7), int(b[off+7])
+			if class < 3 || class > 6 || number > 99 {
+				// Not a code RFC 8489 §14.8 allows (300-699): leave the
+				// message alone rather than rewrite nonsense.
+				return plan{}, sendAsIs
+			}
+			p.errOff, p.errEnd = off, end
+			p.code = class*100 + number
 		case attrFingerprint:
 			if al != 4 {
 				return plan{}, sendAsIs
