@@ -114,6 +114,9 @@ type PortAllocator struct {
 	// datagrams to hand pion, so idle allocations hold none.
 	batches *udpbatch.Pool
 
+	// parked holds even ports pion probed and reserved RTCP ports (park.go).
+	parked park
+
 	// tcpMu serialises TCP relay listener creation (allocation time only,
 	// never per packet): see listenTCP.
 	tcpMu sync.Mutex
@@ -264,25 +267,43 @@ func (a *PortAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (ne
 	if err != nil {
 		return nil, nil, err
 	}
+	if conf.UserID == "" && conf.RequestedPort == 0 {
+		// Only pion's even-port probe asks without a user (park.go).
+		return a.probeEvenPort(conf.Network, p)
+	}
 	aq, err := a.quota.acquire(conf.UserID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay: %s relay for %q: %w", conf.Network, conf.UserID, err)
 	}
 	var conn *net.UDPConn
-	port, err := a.pick(conf.Network, p.Bind, conf.RequestedPort, func(port uint16) error {
-		c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Bind, port)))
-		if err != nil {
-			return err
-		}
-		conn = c
-		return nil
-	})
+	if conf.RequestedPort != 0 {
+		conn = a.parked.take(netip.AddrPortFrom(p.Bind, uint16(conf.RequestedPort)))
+	}
+	port := uint16(conf.RequestedPort)
+	if conn == nil {
+		port, err = a.pick(conf.Network, p.Bind, conf.RequestedPort, func(port uint16) error {
+			c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Bind, port)))
+			if err != nil {
+				return err
+			}
+			conn = c
+			return nil
+		})
+	}
 	if err != nil {
 		aq.release()
 		return nil, nil, err
 	}
 	if port == 0 {
 		port = conn.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	}
+	if conf.RequestedPort != 0 && port%2 == 0 && port < a.max {
+		// An EVEN-PORT allocation: hold the next port for the
+		// RESERVATION-TOKEN's Allocate (best effort: it may be taken).
+		next := netip.AddrPortFrom(p.Bind, port+1)
+		if c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(next)); err == nil {
+			a.parked.put(next, c, reservationHold)
+		}
 	}
 	// Errors only mean a smaller buffer (the kernel caps it at rmem_max
 	// and wmem_max); the socket works either way.
@@ -294,6 +315,28 @@ func (a *PortAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (ne
 	guarded := &portGuard{PacketConn: batched, policy: a.policy, dropped: &a.selfPortDrops}
 	pc := a.tracker.WrapPacketConn(aq.wrapPacketConn(guarded), relayAddr)
 	return aq.wrapWriter(pc), relayAddr, nil
+}
+
+// probeEvenPort serves pion's GetRandomEvenPort: a bound socket whose Close
+// parks an even port until pion binds it again for the allocation.
+func (a *PortAllocator) probeEvenPort(network string, p AddrPair) (net.PacketConn, net.Addr, error) {
+	var conn *net.UDPConn
+	port, err := a.pick(network, p.Bind, 0, func(port uint16) error {
+		c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Bind, port)))
+		if err != nil {
+			return err
+		}
+		conn = c
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if port == 0 {
+		port = conn.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	}
+	pc := &probeConn{UDPConn: conn, park: &a.parked, ap: netip.AddrPortFrom(p.Bind, port)}
+	return pc, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Advertise, port)), nil
 }
 
 // AllocateListener opens a TCP relay listener (RFC 6062). Like pion it sets

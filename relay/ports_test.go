@@ -140,7 +140,7 @@ func TestAllocate(t *testing.T) {
 			}
 
 			t.Run("udp", func(t *testing.T) {
-				conn, addr, err := pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: fc.udp})
+				conn, addr, err := pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: fc.udp, UserID: "alice"})
 				if err != nil {
 					t.Fatalf("AllocatePacketConn: %v", err)
 				}
@@ -207,7 +207,7 @@ func TestAllocate(t *testing.T) {
 
 func TestAllocateAnyPort(t *testing.T) {
 	pa := newAllocator(t, lo4, ext4, 0, 0, nil)
-	conn, addr, err := pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4"})
+	conn, addr, err := pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", UserID: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestUnsupportedFamily(t *testing.T) {
 			switch tt.call {
 			case "packet":
 				var c net.PacketConn
-				c, _, err = tt.pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: tt.network})
+				c, _, err = tt.pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: tt.network, UserID: "alice"})
 				if c != nil {
 					_ = c.Close()
 				}
@@ -287,7 +287,7 @@ type allocFn func(pa *PortAllocator, requested int) (io.Closer, uint16, error)
 
 func udpAlloc(network string) allocFn {
 	return func(pa *PortAllocator, requested int) (io.Closer, uint16, error) {
-		c, addr, err := pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: network, RequestedPort: requested})
+		c, addr, err := pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: network, RequestedPort: requested, UserID: "alice"})
 		if err != nil {
 			return nil, 0, err
 		}
@@ -443,7 +443,7 @@ func TestRequestedPort(t *testing.T) {
 func TestBindErrorNotRetried(t *testing.T) {
 	pa := newAllocator(t, netip.MustParseAddr("192.0.2.1"), netip.Addr{}, 1024, 65535, nil)
 	start := time.Now()
-	_, _, err := pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4"})
+	_, _, err := pa.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", UserID: "alice"})
 	if err == nil {
 		t.Skip("192.0.2.1 is bindable on this host")
 	}
