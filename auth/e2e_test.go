@@ -2,7 +2,6 @@ package auth
 
 import (
 	"encoding/binary"
-	"errors"
 	"net"
 	"testing"
 	"time"
@@ -123,15 +122,6 @@ func clientAllocate(t *testing.T, server net.Addr, username, password string) er
 	return relay.Close()
 }
 
-// errorCode returns the STUN error code in a pion client error, or 0.
-func errorCode(err error) int {
-	var te *stun.TurnError
-	if errors.As(err, &te) {
-		return int(te.ErrorCodeAttr.Code)
-	}
-	return 0
-}
-
 func TestE2EAllocate(t *testing.T) {
 	users := []string{"alice=pw-alice"}
 	restUser, restPass := Mint(secretA, "carol", time.Hour, time.Now())
@@ -176,7 +166,7 @@ func TestE2EAllocate(t *testing.T) {
 				}
 				return
 			}
-			if got := errorCode(err); got != tc.wantCode {
+			if got := testutil.TURNCode(err); got != tc.wantCode {
 				t.Fatalf("Allocate error = %v (code %d), want STUN error %d", err, got, tc.wantCode)
 			}
 		})

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pion/logging"
-	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
 
 	"github.com/ferryrtc/ferry/internal/testutil"
@@ -136,14 +134,6 @@ func relayEcho(relayConn net.PacketConn, peer net.Addr, msg string) error {
 	}
 }
 
-func stunCode(err error) int {
-	var te *stun.TurnError
-	if errors.As(err, &te) {
-		return int(te.ErrorCodeAttr.Code)
-	}
-	return 0
-}
-
 // TestServeDrainsOnSIGTERM: during a relay session SIGTERM arrives; /readyz
 // fails at once, new allocations get 508, the session keeps relaying until
 // the drain timeout, and ferry exits 0.
@@ -169,8 +159,8 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	if code, body := sf.get(t, "/readyz"); code != 503 || !strings.Contains(body, "draining") {
 		t.Fatalf("readyz while draining: %d %s", code, body)
 	}
-	if _, err := sf.turnClient(t).Allocate(); stunCode(err) != 508 {
-		t.Fatalf("allocate while draining: %v (code %d), want 508", err, stunCode(err))
+	if _, err := sf.turnClient(t).Allocate(); testutil.TURNCode(err) != 508 {
+		t.Fatalf("allocate while draining: %v (code %d), want 508", err, testutil.TURNCode(err))
 	}
 	if code, body := sf.get(t, "/metrics"); code != 200 || !strings.Contains(body, "ferry_server_draining 1") ||
 		!strings.Contains(body, `ferry_allocations_refused_total{reason="draining"} 1`) {

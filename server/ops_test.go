@@ -325,7 +325,7 @@ func TestMetricsCountRefusals(t *testing.T) {
 	c := op.client(t, "udp", testUser, testPass)
 	if d := delta(`ferry_allocations_refused_total{reason="draining"}`, func() {
 		_, err := c.Allocate()
-		if code := turnCode(err); code != 508 {
+		if code := testutil.TURNCode(err); code != 508 {
 			t.Fatalf("allocate while draining: %v (code %d), want 508", err, code)
 		}
 	}); d != 1 {

@@ -37,7 +37,7 @@ func (f *fixture) allocate(t *testing.T, transport, user, pass string, tcpRelay 
 
 func codeOf(t *testing.T, err error) int {
 	t.Helper()
-	if c := turnCode(err); c != 0 {
+	if c := testutil.TURNCode(err); c != 0 {
 		return c
 	}
 	t.Fatalf("allocation failed without an error response: %v", err)

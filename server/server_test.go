@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net"
 	"net/netip"
 	"strconv"
@@ -237,14 +236,6 @@ func (f *fixture) client(t *testing.T, transport, user, pass string) *turn.Clien
 	return c
 }
 
-func turnCode(err error) int {
-	var te *stun.TurnError
-	if errors.As(err, &te) {
-		return int(te.ErrorCodeAttr.Code)
-	}
-	return 0
-}
-
 func TestBindingReturnsClientAddress(t *testing.T) {
 	for _, fam := range []string{"4", "6"} {
 		for _, tr := range []string{"udp", "tcp"} {
@@ -393,7 +384,7 @@ func TestAuthFailuresAre401(t *testing.T) {
 				if rc != nil {
 					defer rc.Close()
 				}
-				if got := turnCode(err); got != tt.code {
+				if got := testutil.TURNCode(err); got != tt.code {
 					t.Fatalf("allocate error %v (code %d), want code %d", err, got, tt.code)
 				}
 			})
@@ -412,7 +403,7 @@ func TestSecretRotation(t *testing.T) {
 		if rc != nil {
 			_ = rc.Close()
 		}
-		return turnCode(err)
+		return testutil.TURNCode(err)
 	}
 	if code := allocate(newU, newP); code != 401 {
 		t.Fatalf("new secret before rotation: code %d, want 401", code)
