@@ -200,7 +200,8 @@ func TestGuardedPathsAllocateNothing(t *testing.T) {
 	challenge := build(t, typeOf(stun.MethodAllocate, stun.ClassErrorResponse), &stun.ErrorCodeAttribute{Code: 401},
 		stun.NewNonce(string(nonce)), stun.NewRealm("ferry"))
 	cd := channelData(0x4000, make([]byte, 100), false)
-	pc := &packetConn{inner: &nopConn{addr: local}, cfg: cfg, sh: cfg.counters.shard()}
+	nop := &nopConn{addr: local}
+	pc := &packetConn{inner: nop, rd: nop, wr: nop, cfg: cfg, sh: cfg.counters.shard()}
 	var sh shard
 	var stale staleRing
 	buf := make([]byte, 1600)

@@ -13,6 +13,7 @@ var _ net.PacketConn = (*packetConn)(nil)
 type packetConn struct {
 	inner net.PacketConn
 	rd    net.PacketConn // reads inner, in batches when it is a *net.UDPConn
+	wr    net.PacketConn // writes inner, with raw sendto when it is a *net.UDPConn
 	cfg   *config
 	sh    *shard
 	last  lastRequest // the request pion is answering (amplification cap)
@@ -33,7 +34,7 @@ func WrapPacketConn(pc net.PacketConn, o Options) net.PacketConn {
 	if u, ok := pc.(*net.UDPConn); ok {
 		rd = udpbatch.Wrap(u, udpbatch.Options{Size: cfg.mtu, Addrs: clientAddrs})
 	}
-	return &packetConn{inner: pc, rd: rd, cfg: cfg, sh: cfg.counters.shard()}
+	return &packetConn{inner: pc, rd: rd, wr: rd, cfg: cfg, sh: cfg.counters.shard()}
 }
 
 // ReadFrom reads the next acceptable datagram into p. A UDP socket is read
@@ -89,21 +90,21 @@ func (c *packetConn) accept(b []byte, addr net.Addr) (int, bool) {
 // length or was dropped.
 func (c *packetConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if !isResponse(b) {
-		return c.inner.WriteTo(b, addr) // ChannelData, indications: the data path
+		return c.wr.WriteTo(b, addr) // ChannelData, indications: the data path
 	}
 	o := outCtx{software: c.cfg.software, guard: c.cfg.guard, stale: &c.stale,
 		dst: ipOf(addr), limit: c.last.size(b[8:stunHeaderSize])}
 	p, act := planRewrite(b, o)
 	switch act {
 	case sendAsIs:
-		return c.inner.WriteTo(b, addr)
+		return c.wr.WriteTo(b, addr)
 	case dropResponse:
 		c.sh.amplificationDropped.Add(1)
 		return len(b), nil
 	}
 	bp := c.cfg.getBuf()
 	out := appendRewritten((*bp)[:0], b, p, o)
-	_, err := c.inner.WriteTo(out, addr)
+	_, err := c.wr.WriteTo(out, addr)
 	c.cfg.putBuf(bp, out)
 	if err != nil {
 		return 0, err

@@ -10,13 +10,14 @@ import (
 
 var _ net.PacketConn = (*Conn)(nil)
 
-// Conn is a net.PacketConn whose ReadFrom reads in batches. Writes,
-// deadlines, LocalAddr and Close go to the wrapped socket. ReadFrom must not
-// be called concurrently (one reader goroutine, as pion has per socket);
-// everything else may be.
+// Conn is a net.PacketConn whose ReadFrom reads in batches and whose WriteTo
+// sends with a raw sendto(2) (see writer). Deadlines, LocalAddr and Close go
+// to the wrapped socket. ReadFrom must not be called concurrently (one
+// reader goroutine, as pion has per socket); everything else may be.
 type Conn struct {
 	*net.UDPConn
 	r *reader
+	w *writer
 }
 
 // Options sizes a Conn.
@@ -79,7 +80,7 @@ func Wrap(c *net.UDPConn, o Options) *Conn {
 	if o.Addrs <= 0 {
 		o.Addrs = 1024
 	}
-	return &Conn{UDPConn: c, r: newReader(c, o)}
+	return &Conn{UDPConn: c, r: newReader(c, o), w: newWriter(c)}
 }
 
 // ReadFrom returns the next datagram and its source address.
@@ -88,6 +89,21 @@ func (c *Conn) ReadFrom(p []byte) (int, net.Addr, error) {
 		return c.UDPConn.ReadFrom(p)
 	}
 	return c.r.readFrom(p)
+}
+
+// WriteTo sends p to addr. It reports errors as (*net.UDPConn).WriteTo
+// does.
+func (c *Conn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.w != nil {
+		n, ok, err := c.w.writeTo(p, addr)
+		if ok {
+			if err != nil {
+				return n, &net.OpError{Op: "write", Net: "udp", Source: c.UDPConn.LocalAddr(), Addr: addr, Err: err}
+			}
+			return n, nil
+		}
+	}
+	return c.UDPConn.WriteTo(p, addr)
 }
 
 // Unwrap returns the socket.

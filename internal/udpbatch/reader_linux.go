@@ -126,14 +126,15 @@ func (r *reader) fill() error {
 
 // recvmmsg is the RawConn.Read callback: false asks to wait until the
 // socket is readable. With a pool the batch is borrowed only while
-// datagrams are there to read.
+// datagrams are there to read. The call is raw, outside the scheduler, for
+// the reason writer gives: with MSG_DONTWAIT it cannot block.
 func (r *reader) recvmmsg(fd uintptr) bool {
 	if r.b == nil {
 		r.b = r.pool.get()
 	}
 	r.b.reset()
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.b.hdrs[0])),
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.b.hdrs[0])),
 			uintptr(len(r.b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:

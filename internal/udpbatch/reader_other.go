@@ -13,3 +13,9 @@ func newBatch(int, int) *batch { return &batch{} }
 func newReader(*net.UDPConn, Options) *reader { return nil }
 
 func (*reader) readFrom([]byte) (int, net.Addr, error) { panic("unreachable") }
+
+type writer struct{}
+
+func newWriter(*net.UDPConn) *writer { return nil }
+
+func (*writer) writeTo([]byte, net.Addr) (int, bool, error) { panic("unreachable") }
