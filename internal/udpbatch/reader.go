@@ -32,7 +32,8 @@ type Options struct {
 	Addrs int
 	// Pool, if set, lends the batch buffers (and sets Batch and Size):
 	// the socket holds them only while it hands out a batch, so idle
-	// sockets (one per relay allocation) cost no buffer memory.
+	// sockets (one per relay allocation) cost no buffer memory. The
+	// sockets sharing it also share their per-send state.
 	Pool *Pool
 }
 
@@ -41,6 +42,7 @@ type Options struct {
 type Pool struct {
 	batch, size int
 	p           sync.Pool
+	ops         sync.Pool // *sendOp
 }
 
 // NewPool returns a pool of buffers for batch datagrams of size bytes
@@ -80,7 +82,11 @@ func Wrap(c *net.UDPConn, o Options) *Conn {
 	if o.Addrs <= 0 {
 		o.Addrs = 1024
 	}
-	return &Conn{UDPConn: c, r: newReader(c, o), w: newWriter(c)}
+	ops := new(sync.Pool)
+	if o.Pool != nil {
+		ops = &o.Pool.ops
+	}
+	return &Conn{UDPConn: c, r: newReader(c, o), w: newWriter(c, ops)}
 }
 
 // ReadFrom returns the next datagram and its source address.

@@ -2,7 +2,10 @@
 
 package udpbatch
 
-import "net"
+import (
+	"net"
+	"sync"
+)
 
 type reader struct{}
 
@@ -16,6 +19,6 @@ func (*reader) readFrom([]byte) (int, net.Addr, error) { panic("unreachable") }
 
 type writer struct{}
 
-func newWriter(*net.UDPConn) *writer { return nil }
+func newWriter(*net.UDPConn, *sync.Pool) *writer { return nil }
 
 func (*writer) writeTo([]byte, net.Addr) (int, bool, error) { panic("unreachable") }

@@ -25,8 +25,8 @@ import (
 // deadlines, as the standard path does.
 type writer struct {
 	rc  syscall.RawConn
-	v6  bool // an AF_INET6 socket: IPv4 destinations are sent v4-mapped
-	ops sync.Pool
+	v6  bool       // an AF_INET6 socket: IPv4 destinations are sent v4-mapped
+	ops *sync.Pool // of *sendOp, shared by the sockets of a Pool
 }
 
 // sendOp is one send's arguments and result, pooled so that the callback
@@ -40,7 +40,7 @@ type sendOp struct {
 	fn    func(fd uintptr) bool
 }
 
-func newWriter(c *net.UDPConn) *writer {
+func newWriter(c *net.UDPConn, ops *sync.Pool) *writer {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil
@@ -59,7 +59,7 @@ func newWriter(c *net.UDPConn) *writer {
 	if cerr != nil || family == 0 {
 		return nil
 	}
-	return &writer{rc: rc, v6: family == unix.AF_INET6}
+	return &writer{rc: rc, v6: family == unix.AF_INET6, ops: ops}
 }
 
 func isInet4(sa unix.Sockaddr) bool { _, ok := sa.(*unix.SockaddrInet4); return ok }

@@ -3,6 +3,7 @@ package udpbatch
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"testing"
@@ -103,13 +104,21 @@ func TestConnWriteToErrors(t *testing.T) {
 
 // TestWriteToDoesNotAllocate is the zero-allocation guarantee for sends.
 func TestWriteToDoesNotAllocate(t *testing.T) {
-	for _, network := range []string{"udp4", "udp6"} {
-		t.Run(network, func(t *testing.T) {
+	for _, tt := range []struct {
+		network string
+		o       Options
+	}{
+		{"udp4", Options{}},
+		{"udp6", Options{}},
+		{"udp4", Options{Pool: NewPool(4, 2048)}},
+	} {
+		network := tt.network
+		t.Run(fmt.Sprintf("%s pooled=%v", network, tt.o.Pool != nil), func(t *testing.T) {
 			addr := "127.0.0.1"
 			if network == "udp6" {
 				addr = "::1"
 			}
-			c := Wrap(listen(t, network, addr), Options{})
+			c := Wrap(listen(t, network, addr), tt.o)
 			r := listen(t, network, addr)
 			_ = r.SetReadBuffer(1 << 20)
 			dst := r.LocalAddr()
