@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 
 	"github.com/ferryrtc/ferry/relay"
 )
@@ -18,7 +19,8 @@ const Prefix = "/v1/admin/"
 
 // Options configures the admin API.
 type Options struct {
-	// Token is the bearer token callers must present; it must not be empty.
+	// Token is the bearer token callers must present; empty turns the API
+	// off until SetToken gives it one.
 	Token string
 	// Tracker lists and closes allocations.
 	Tracker *relay.Tracker
@@ -37,36 +39,53 @@ type Closed struct {
 	Closed int `json:"closed"`
 }
 
-type handler struct {
-	tokenHash [sha256.Size]byte
+// Handler serves the admin API. Its token can be replaced while it serves
+// (SetToken, on a configuration reload).
+type Handler struct {
+	tokenHash atomic.Pointer[[sha256.Size]byte] // nil: the API is turned off
 	tracker   *relay.Tracker
 	log       *slog.Logger
 	mux       *http.ServeMux
 }
 
 // New returns the admin API handler for every path under Prefix. It
-// refuses to build without a token or a tracker.
-func New(o Options) (http.Handler, error) {
-	if o.Token == "" {
-		return nil, errors.New("admin: no token: set http.admin-token")
-	}
+// refuses to build without a tracker.
+func New(o Options) (*Handler, error) {
 	if o.Tracker == nil {
 		return nil, errors.New("admin: no allocation tracker")
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{tokenHash: sha256.Sum256([]byte(o.Token)), tracker: o.Tracker, log: o.Log, mux: http.NewServeMux()}
+	h := &Handler{tracker: o.Tracker, log: o.Log, mux: http.NewServeMux()}
+	h.SetToken(o.Token)
 	h.mux.HandleFunc("GET "+Prefix+"allocations", h.list)
 	h.mux.HandleFunc("DELETE "+Prefix+"allocations/{relay}", h.closeOne)
 	h.mux.HandleFunc("DELETE "+Prefix+"users/{user}/allocations", h.closeUser)
 	return h, nil
 }
 
+// SetToken replaces the bearer token for the requests that follow. An
+// empty token turns the API off: every path under Prefix then answers 404,
+// as when ferry starts without a token.
+func (h *Handler) SetToken(token string) {
+	if token == "" {
+		h.tokenHash.Store(nil)
+		return
+	}
+	sum := sha256.Sum256([]byte(token))
+	h.tokenHash.Store(&sum)
+}
+
 // ServeHTTP checks the bearer token, then routes.
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if !h.authorized(r) {
+	want := h.tokenHash.Load()
+	if want == nil {
+		writeError(w, http.StatusNotFound, "the admin API is off (http.admin-token is empty)")
+		return
+	}
+	if !authorized(r, want) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry-admin"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong admin token (Authorization: Bearer <http.admin-token>)")
 		return
@@ -77,16 +96,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorized compares the presented token with the configured one in
 // constant time: both are hashed first, so neither content nor length
 // leaks through timing.
-func (h *handler) authorized(r *http.Request) bool {
+func authorized(r *http.Request, want *[sha256.Size]byte) bool {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
 	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	return subtle.ConstantTimeCompare(got[:], h.tokenHash[:]) == 1
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
-func (h *handler) list(w http.ResponseWriter, _ *http.Request) {
+func (h *Handler) list(w http.ResponseWriter, _ *http.Request) {
 	all := h.tracker.List()
 	writeJSON(w, http.StatusOK, AllocationList{Count: len(all), Allocations: all})
 }
@@ -94,7 +113,7 @@ func (h *handler) list(w http.ResponseWriter, _ *http.Request) {
 // closeOne closes the allocation with relay address {relay}, IP:PORT as
 // listed; ?transport=udp|tcp picks one when a UDP and a TCP allocation
 // share the address.
-func (h *handler) closeOne(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) closeOne(w http.ResponseWriter, r *http.Request) {
 	raw := r.PathValue("relay")
 	ap, err := netip.ParseAddrPort(raw)
 	if err != nil {
@@ -118,7 +137,7 @@ func (h *handler) closeOne(w http.ResponseWriter, r *http.Request) {
 }
 
 // closeUser closes every allocation of {user}; 0 closed is not an error.
-func (h *handler) closeUser(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) closeUser(w http.ResponseWriter, r *http.Request) {
 	user := r.PathValue("user")
 	n := h.tracker.CloseUser(user)
 	h.log.Info("admin: user's allocations closed", "user", user, "closed", n, "remote", r.RemoteAddr)

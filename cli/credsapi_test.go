@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrtc/ferry/admin"
 	"github.com/ferryrtc/ferry/creds"
 	"github.com/ferryrtc/ferry/internal/testutil"
 )
@@ -24,7 +25,11 @@ const (
 )
 
 // credsConfig is a serve configuration on 127.0.0.1 with the credentials API.
-func credsConfig(secrets, keys []string) string {
+func credsConfig(secrets, keys []string, adminToken ...string) string {
+	admin := ""
+	if len(adminToken) > 0 {
+		admin = "  admin-token: " + adminToken[0] + "\n"
+	}
 	return fmt.Sprintf(`realm: ferry.test
 listen: [udp://127.0.0.1:0, tcp://127.0.0.1:0]
 relay:
@@ -36,7 +41,7 @@ log:
 http:
   listen: 127.0.0.1:0
   api-keys: [%s]
-`, strings.Join(secrets, ", "), strings.Join(keys, ", "))
+%s`, strings.Join(secrets, ", "), strings.Join(keys, ", "), admin)
 }
 
 var httpAddrRE = regexp.MustCompile(`msg="http listening" addr=(\S+)`)
@@ -66,7 +71,8 @@ func postCreds(t *testing.T, base, key string) (int, creds.Credential) {
 }
 
 // TestServeCredentialsAPIReload runs `ferry serve` with the credentials API,
-// then rotates the API key and the REST secret with SIGHUP.
+// then rotates the API key and the REST secret with SIGHUP, and turns the
+// admin API on, rotates its token and turns it off again.
 func TestServeCredentialsAPIReload(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
@@ -125,9 +131,13 @@ func TestServeCredentialsAPIReload(t *testing.T) {
 	if code, _ := postCreds(t, base, apiKey2); code != http.StatusUnauthorized {
 		t.Fatalf("key2 before reload: status %d, want 401", code)
 	}
+	if code := adminList(t, base, adminToken); code != http.StatusNotFound {
+		t.Fatalf("admin API without a token: status %d, want 404", code)
+	}
 
-	// Rotate: key2 replaces key1, secret-two signs, secret-one still listed.
-	write(credsConfig([]string{"secret-two", "secret-one"}, []string{apiKey2}))
+	// Rotate: key2 replaces key1, secret-two signs, secret-one still listed;
+	// the admin API gets a token.
+	write(credsConfig([]string{"secret-two", "secret-one"}, []string{apiKey2}, adminToken))
 	sigs <- syscall.SIGHUP
 	testutil.WaitFor(t, 10*time.Second, "key2 to be accepted after SIGHUP", func() bool {
 		code, _ := postCreds(t, base, apiKey2)
@@ -142,9 +152,26 @@ func TestServeCredentialsAPIReload(t *testing.T) {
 	if !strings.Contains(stderr.String(), "api keys 1->1 +1 -1") {
 		t.Fatalf("reload log does not report the key change:\n%s", stderr)
 	}
+	if code := adminList(t, base, adminToken); code != http.StatusOK {
+		t.Fatalf("admin API after its token was set: status %d, want 200", code)
+	}
+
+	// Rotate the admin token.
+	const adminToken2 = "admin-token-rotated-98765"
+	write(credsConfig([]string{"secret-two", "secret-one"}, []string{apiKey2}, adminToken2))
+	sigs <- syscall.SIGHUP
+	testutil.WaitFor(t, 10*time.Second, "the new admin token to be accepted after SIGHUP", func() bool {
+		return adminList(t, base, adminToken2) == http.StatusOK
+	})
+	if code := adminList(t, base, adminToken); code != http.StatusUnauthorized {
+		t.Fatalf("old admin token after rotation: status %d, want 401", code)
+	}
+	if strings.Contains(stderr.String(), adminToken2) || !strings.Contains(stderr.String(), "admin_token=replaced") {
+		t.Fatalf("reload log shows the admin token or not its change:\n%s", stderr)
+	}
 
 	// A broken configuration is refused; key2 keeps working.
-	write(credsConfig([]string{"secret-two"}, []string{"short"}))
+	write(credsConfig([]string{"secret-two"}, []string{"short"}, adminToken2))
 	sigs <- syscall.SIGHUP
 	testutil.WaitFor(t, 10*time.Second, "the broken reload to be refused", func() bool {
 		return strings.Contains(stderr.String(), "reload refused")
@@ -152,4 +179,31 @@ func TestServeCredentialsAPIReload(t *testing.T) {
 	if code, _ := postCreds(t, base, apiKey2); code != http.StatusOK {
 		t.Fatalf("key2 after a refused reload: status %d, want 200", code)
 	}
+	if code := adminList(t, base, adminToken2); code != http.StatusOK {
+		t.Fatalf("admin token after a refused reload: status %d, want 200", code)
+	}
+
+	// Removing the token turns the admin API off.
+	write(credsConfig([]string{"secret-two"}, []string{apiKey2}))
+	sigs <- syscall.SIGHUP
+	testutil.WaitFor(t, 10*time.Second, "the admin API to turn off after SIGHUP", func() bool {
+		return adminList(t, base, adminToken2) == http.StatusNotFound
+	})
+}
+
+// adminList calls GET /v1/admin/allocations with token and returns the
+// status.
+func adminList(t *testing.T, base, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+admin.Prefix+"allocations", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }

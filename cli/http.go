@@ -30,7 +30,7 @@ type httpDeps struct {
 	// metrics serves /metrics; nil: not mounted.
 	metrics http.Handler
 	// admin serves the admin API (admin.Prefix); nil: not mounted.
-	admin http.Handler
+	admin *admin.Handler
 }
 
 // httpHandler mounts every HTTP endpoint ferry serves on http.listen.

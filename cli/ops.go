@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"syscall"
@@ -55,11 +54,9 @@ func (op *ops) register(srv *server.Server) error {
 	})
 }
 
-// adminHandler is the admin API, or nil when http.admin-token is empty.
-func (op *ops) adminHandler(cfg config.Config, log *slog.Logger) (http.Handler, error) {
-	if cfg.HTTP.AdminToken == "" {
-		return nil, nil
-	}
+// adminHandler is the admin API; it answers 404 while http.admin-token is
+// empty, and a reload can set or change the token.
+func (op *ops) adminHandler(cfg config.Config, log *slog.Logger) (*admin.Handler, error) {
 	return admin.New(admin.Options{Token: cfg.HTTP.AdminToken, Tracker: op.tracker, Log: log})
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferryrtc/ferry/admin"
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/creds"
@@ -57,7 +58,8 @@ type runtimeState struct {
 	generated string // secret made for this run, if none was configured
 	authn     *auth.Authenticator
 	certs     *listen.Certs
-	api       *httpapi.API // credentials API; nil without http.listen
+	api       *httpapi.API   // credentials API; nil without http.listen
+	admin     *admin.Handler // admin API; nil without http.listen
 }
 
 func serve(cmd *cobra.Command, e *env) error {
@@ -155,6 +157,7 @@ func serve(cmd *cobra.Command, e *env) error {
 		if err != nil {
 			return &exitError{code: 2, err: err}
 		}
+		st.admin = adminAPI
 		hs, err := startHTTP(ctx, cfg.HTTP.Listen, httpHandler(httpDeps{
 			cfg: cfg, srv: srv, authn: st.authn, bound: bound, log: log, draining: &draining,
 			creds: st.api, metrics: op.metrics.Handler(), admin: adminAPI,
@@ -227,8 +230,8 @@ func (st *runtimeState) snapshot(cfg config.Config) (*auth.Snapshot, error) {
 	return s, nil
 }
 
-// reload re-reads the configuration on SIGHUP and swaps in new users and
-// secrets and the TLS certificate. A bad configuration is logged and the old
+// reload re-reads the configuration on SIGHUP and swaps in new users,
+// secrets, API keys, the admin token and the TLS certificate. A bad configuration is logged and the old
 // one keeps serving. Settings that need a restart are reported.
 func (st *runtimeState) reload(cmd *cobra.Command, e *env, log *slog.Logger) {
 	cfg, _, err := loadConfig(cmd, e)
@@ -258,12 +261,30 @@ func (st *runtimeState) reload(cmd *cobra.Command, e *env, log *slog.Logger) {
 	if st.api != nil {
 		attrs = append(attrs, "http", httpapi.Diff(st.api.Swap(pol), pol))
 	}
+	if st.admin != nil {
+		st.admin.SetToken(cfg.HTTP.AdminToken)
+		attrs = append(attrs, "admin_token", tokenChange(st.cfg.HTTP.AdminToken, cfg.HTTP.AdminToken))
+	}
+	st.cfg.HTTP.AdminToken = cfg.HTTP.AdminToken
 	log.Info("configuration reloaded", attrs...)
 	if fmt.Sprint(cfg.Listen) != fmt.Sprint(st.cfg.Listen) || fmt.Sprint(cfg.Relay) != fmt.Sprint(st.cfg.Relay) ||
 		cfg.Realm != st.cfg.Realm || cfg.HTTP.Listen != st.cfg.HTTP.Listen ||
 		cfg.Quota != st.cfg.Quota || cfg.Limits != st.cfg.Limits {
 		log.Warn("listen, relay, realm, quota, limits and http.listen changes take effect only after a restart")
 	}
+}
+
+// tokenChange says how a secret changed without showing it.
+func tokenChange(old, cur string) string {
+	switch {
+	case old == cur:
+		return "unchanged"
+	case cur == "":
+		return "removed (admin API off)"
+	case old == "":
+		return "set (admin API on)"
+	}
+	return "replaced"
 }
 
 // banner prints the ready-to-paste iceServers for the generated secret.

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -312,7 +311,8 @@ func (s *Server) Close() error {
 }
 
 // events logs allocation lifecycle at info (one line per allocation created
-// and deleted, nothing per packet) and forwards to next.
+// and deleted, nothing per packet), and refused credentials and failed
+// requests with pion's reason at debug, and forwards to next.
 func events(log *slog.Logger, next turn.EventHandler) turn.EventHandler {
 	return turn.EventHandler{
 		OnAuth: func(src, dst net.Addr, proto, username, realm, method string, verdict bool) {
@@ -338,7 +338,7 @@ func events(log *slog.Logger, next turn.EventHandler) turn.EventHandler {
 			}
 		},
 		OnAllocationError: func(src, dst net.Addr, proto, msg string) {
-			log.Log(context.Background(), LevelTrace, "request failed", "client", src, "listener", dst, "error", msg)
+			log.Debug("request failed", "client", src, "listener", dst, "error", msg)
 			if next.OnAllocationError != nil {
 				next.OnAllocationError(src, dst, proto, msg)
 			}
