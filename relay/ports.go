@@ -299,9 +299,14 @@ func (a *PortAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (ne
 	}
 	if conf.RequestedPort != 0 && port%2 == 0 && port < a.max {
 		// An EVEN-PORT allocation: hold the next port for the
-		// RESERVATION-TOKEN's Allocate (best effort: it may be taken).
+		// RESERVATION-TOKEN's Allocate. The probe parked it already;
+		// without a probe (no port range) binding it is best effort.
 		next := netip.AddrPortFrom(p.Bind, port+1)
-		if c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(next)); err == nil {
+		c := a.parked.take(next)
+		if c == nil {
+			c, _ = net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(next))
+		}
+		if c != nil {
 			a.parked.put(next, c, reservationHold)
 		}
 	}
@@ -318,13 +323,29 @@ func (a *PortAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (ne
 }
 
 // probeEvenPort serves pion's GetRandomEvenPort: a bound socket whose Close
-// parks an even port until pion binds it again for the allocation.
+// parks an even port until pion binds it again for the allocation. With a
+// port range it only offers an even port whose successor is free too, and
+// parks the successor at once: pion answers every EVEN-PORT with a
+// RESERVATION-TOKEN for that port, and checks only the even one, so a busy
+// successor would fail the second Allocate with 508.
 func (a *PortAllocator) probeEvenPort(network string, p AddrPair) (net.PacketConn, net.Addr, error) {
 	var conn *net.UDPConn
 	port, err := a.pick(network, p.Bind, 0, func(port uint16) error {
+		if port != 0 && (port%2 != 0 || port >= a.max) {
+			return syscall.EADDRINUSE // not the start of a free pair: try another
+		}
 		c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.Bind, port)))
 		if err != nil {
 			return err
+		}
+		if port != 0 {
+			next := netip.AddrPortFrom(p.Bind, port+1)
+			c2, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(next))
+			if err != nil {
+				_ = c.Close()
+				return err
+			}
+			a.parked.put(next, c2, probeHold)
 		}
 		conn = c
 		return nil
