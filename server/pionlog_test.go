@@ -1,12 +1,18 @@
 package server
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/pion/logging"
+	"github.com/pion/turn/v5"
 )
 
 // pionPerPacket are the debug lines pion logs for every ChannelData
@@ -55,5 +61,55 @@ func BenchmarkPionLoggerPerPacket(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		pionPerPacket(l, args)
+	}
+}
+
+// TestRequestFailedLogBounded: failed requests are logged at debug with
+// pion's reason, at most the burst at once; the next line written says how
+// many were left out, and the next handler sees every one.
+func TestRequestFailedLogBounded(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		level     slog.Level
+		wantLines int
+	}{
+		{"debug", slog.LevelDebug, failedLogBurst},
+		{"info", slog.LevelInfo, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tt.level}))
+			var forwarded int
+			h := events(log, turn.EventHandler{OnAllocationError: func(_, _ net.Addr, _, _ string) { forwarded++ }})
+			src := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+			const flood = 4 * failedLogBurst
+			for range flood {
+				h.OnAllocationError(src, src, "UDP", "no allocation found")
+			}
+			if forwarded != flood {
+				t.Fatalf("next handler saw %d of %d", forwarded, flood)
+			}
+			lines := strings.Count(buf.String(), "request failed")
+			// A token may come back while the loop runs.
+			if lines < tt.wantLines || lines > tt.wantLines+2 {
+				t.Fatalf("%d lines for %d failures, want %d:\n%s", lines, flood, tt.wantLines, buf.String())
+			}
+			if tt.wantLines == 0 {
+				return
+			}
+			if !strings.Contains(buf.String(), `error="no allocation found"`) {
+				t.Fatalf("the reason is not logged:\n%s", buf.String())
+			}
+			time.Sleep(2 * time.Second / failedLogRate) // two tokens back
+			buf.Reset()
+			h.OnAllocationError(src, src, "UDP", "no allocation found")
+			m := regexp.MustCompile(`not_logged_before=(\d+)`).FindStringSubmatch(buf.String())
+			if m == nil {
+				t.Fatalf("no line after the refill:\n%s", buf.String())
+			}
+			if n, _ := strconv.Atoi(m[1]); n < flood-lines-2 || n > flood-lines {
+				t.Fatalf("not_logged_before=%d, want about %d", n, flood-lines)
+			}
+		})
 	}
 }

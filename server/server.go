@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+	"golang.org/x/time/rate"
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
@@ -310,10 +312,21 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
+// failedLogRate and failedLogBurst bound the "request failed" debug lines.
+const (
+	failedLogRate  = 20 // lines per second, sustained
+	failedLogBurst = 50
+)
+
 // events logs allocation lifecycle at info (one line per allocation created
 // and deleted, nothing per packet), and refused credentials and failed
-// requests with pion's reason at debug, and forwards to next.
+// requests with pion's reason at debug, and forwards to next. Failed
+// requests include ChannelData for a gone allocation, one per datagram, so
+// at most failedLogRate of those lines a second are written; the next line
+// says how many were left out.
 func events(log *slog.Logger, next turn.EventHandler) turn.EventHandler {
+	failed := rate.NewLimiter(failedLogRate, failedLogBurst)
+	var suppressed atomic.Uint64
 	return turn.EventHandler{
 		OnAuth: func(src, dst net.Addr, proto, username, realm, method string, verdict bool) {
 			if !verdict {
@@ -338,7 +351,14 @@ func events(log *slog.Logger, next turn.EventHandler) turn.EventHandler {
 			}
 		},
 		OnAllocationError: func(src, dst net.Addr, proto, msg string) {
-			log.Debug("request failed", "client", src, "listener", dst, "error", msg)
+			if log.Enabled(context.Background(), slog.LevelDebug) {
+				if failed.Allow() {
+					log.Debug("request failed", "client", src, "listener", dst, "error", msg,
+						"not_logged_before", suppressed.Swap(0))
+				} else {
+					suppressed.Add(1)
+				}
+			}
 			if next.OnAllocationError != nil {
 				next.OnAllocationError(src, dst, proto, msg)
 			}
