@@ -6,12 +6,18 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/bench"
+	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
 // benchTestServer starts a pion TURN server on loopback UDP and TCP with
@@ -148,3 +154,75 @@ func TestParseTURNURL(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchSmokeFerry runs `ferry bench` briefly against `ferry serve` in
+// this process, in each mode and client transport, so the tool stays
+// working against ferry's own packet path (edge, relay wrappers, quotas).
+func TestBenchSmokeFerry(t *testing.T) {
+	t.Chdir(t.TempDir()) // no ./ferry.yaml
+	te := newCLIEnv()
+	done := make(chan int, 1)
+	go func() {
+		done <- te.run("serve", "--listen", "udp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0",
+			"--relay-ip", "127.0.0.1", "--allow-loopback-peers", "--user", "u=p", "--realm", "bench.test",
+			"--udp-sockets", "2")
+	}()
+	defer func() {
+		te.sigs <- syscall.SIGINT
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exited %d:\n%s", code, te.stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop after SIGINT")
+		}
+	}()
+	var udp, tcp string
+	testutil.WaitFor(t, 10*time.Second, "ferry ready", func() bool {
+		m := readyRE.FindStringSubmatch(te.stderr.String())
+		if m == nil {
+			return false
+		}
+		udp, tcp = m[1], m[2]
+		return true
+	})
+	pid := strconv.Itoa(os.Getpid())
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"udp relay", []string{"turn://" + udp, "--duration", "2s", "--rate", "50", "--allocations", "2"}},
+		{"tcp relay", []string{"turn://" + tcp + "?transport=tcp", "--duration", "1s", "--rate", "50", "--allocations", "2"}},
+		{"allocs", []string{"turn://" + udp, "--mode", "allocs", "--allocations", "2", "--count", "40", "--duration", "5s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
+			args := append([]string{"bench"}, tt.args...)
+			args = append(args, "--user", "u", "--password", "p", "--realm", "bench.test", "--server-pid", pid, "--json")
+			if code := run(context.Background(), e, args); code != 0 {
+				t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
+			}
+			var rep bench.Report
+			if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+				t.Fatalf("%v in %s", err, stdout.String())
+			}
+			switch {
+			case rep.Relay != nil:
+				if rep.Relay.Received == 0 || rep.Relay.Received != rep.Relay.Sent || rep.Relay.RTT.P50 <= 0 {
+					t.Fatalf("sent %d, back %d, rtt p50 %v at 50 packets/s: %s", rep.Relay.Sent, rep.Relay.Received, rep.Relay.RTT.P50, stdout.String())
+				}
+			case rep.Allocs != nil:
+				if rep.Allocs.Opened != 40 || rep.Allocs.Released != 40 || rep.Allocs.Failed != 0 {
+					t.Fatalf("allocations opened %d, released %d, failed %d of 40: %s", rep.Allocs.Opened, rep.Allocs.Released, rep.Allocs.Failed, stdout.String())
+				}
+			default:
+				t.Fatalf("report without results: %s", stdout.String())
+			}
+		})
+	}
+}
+
+var readyRE = regexp.MustCompile(`msg="ferry ready".* listen=udp://(127\.0\.0\.1:\d+) listen=tcp://(127\.0\.0\.1:\d+)`)
