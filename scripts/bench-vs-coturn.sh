@@ -23,6 +23,7 @@
 #   OUT         directory for JSON reports and logs (default: a new temp dir)
 #   FERRY_LOG   ferry's --log-level (default info, its default; coturn also
 #               runs with its default logging)
+#   SCENARIOS   which scenarios, in order (default "rss rtt cpu max allocs")
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -41,6 +42,14 @@ die() {
 	log "bench-vs-coturn: $*"
 	exit 1
 }
+
+read -r -a SCENARIOS <<<"${SCENARIOS:-rss rtt cpu max allocs}"
+for sc in "${SCENARIOS[@]}"; do
+	case $sc in
+	rss | rtt | cpu | max | allocs) ;;
+	*) die "SCENARIOS: unknown scenario '$sc'; choose from rss rtt cpu max allocs" ;;
+	esac
+done
 
 # ------------------------------------------------------------- dependencies
 
@@ -146,7 +155,6 @@ start_servers() { # ROUND
 # runs first, on fresh processes: after churn, allocators reuse freed memory
 # and the growth per allocation reads near zero. allocs runs last: it churns
 # memory and relay ports.
-SCENARIOS=(rss rtt cpu max allocs)
 declare -A METRIC=(
 	[cpu]=.server.cpu_us_per_packet
 	[max]=.relay.relayed_pps
