@@ -18,12 +18,18 @@ type pionLoggerFactory struct{ log *slog.Logger }
 var _ logging.LoggerFactory = pionLoggerFactory{}
 
 func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: f.log.With("pion", scope)}
+	l := f.log.With("pion", scope)
+	return pionLogger{log: l, trace: l.Enabled(context.Background(), LevelTrace)}
 }
 
 // pionLogger maps pion levels to slog levels: trace and debug to LevelTrace,
 // info to Debug (pion's info lines are per request), warn and error as is.
-type pionLogger struct{ log *slog.Logger }
+// Whether trace is on is read once (ferry's level is fixed at start): pion
+// makes several trace and debug calls per relayed packet.
+type pionLogger struct {
+	log   *slog.Logger
+	trace bool
+}
 
 var _ logging.LeveledLogger = pionLogger{}
 
@@ -38,10 +44,22 @@ func (l pionLogger) emitf(level slog.Level, format string, args ...any) {
 	l.log.Log(context.Background(), level, fmt.Sprintf(format, args...))
 }
 
-func (l pionLogger) Trace(msg string)                  { l.emit(LevelTrace, msg) }
-func (l pionLogger) Tracef(format string, args ...any) { l.emitf(LevelTrace, format, args...) }
-func (l pionLogger) Debug(msg string)                  { l.emit(LevelTrace, msg) }
-func (l pionLogger) Debugf(format string, args ...any) { l.emitf(LevelTrace, format, args...) }
+func (l pionLogger) traceMsg(msg string) {
+	if l.trace {
+		l.emit(LevelTrace, msg)
+	}
+}
+
+func (l pionLogger) tracef(format string, args ...any) {
+	if l.trace {
+		l.emitf(LevelTrace, format, args...)
+	}
+}
+
+func (l pionLogger) Trace(msg string)                  { l.traceMsg(msg) }
+func (l pionLogger) Tracef(format string, args ...any) { l.tracef(format, args...) }
+func (l pionLogger) Debug(msg string)                  { l.traceMsg(msg) }
+func (l pionLogger) Debugf(format string, args ...any) { l.tracef(format, args...) }
 func (l pionLogger) Info(msg string)                   { l.emit(slog.LevelDebug, msg) }
 func (l pionLogger) Infof(format string, args ...any)  { l.emitf(slog.LevelDebug, format, args...) }
 func (l pionLogger) Warn(msg string)                   { l.emit(slog.LevelWarn, msg) }

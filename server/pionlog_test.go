@@ -113,3 +113,38 @@ func TestRequestFailedLogBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestPionLoggerLevels: pion's trace and debug lines appear only when the
+// logger takes LevelTrace, its info lines at debug, warn and error as is.
+func TestPionLoggerLevels(t *testing.T) {
+	tests := []struct {
+		level slog.Level
+		want  []string // of "t", "d", "i", "w", "e"
+	}{
+		{LevelTrace, []string{"t", "d", "i", "w", "e"}},
+		{slog.LevelDebug, []string{"i", "w", "e"}},
+		{slog.LevelInfo, []string{"w", "e"}},
+		{slog.LevelError, []string{"e"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.level.String(), func(t *testing.T) {
+			var buf bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tt.level}))
+			l := pionLoggerFactory{log: log}.NewLogger("turn")
+			l.Tracef("%s", "t")
+			l.Debug("d")
+			l.Infof("%s", "i")
+			l.Warn("w")
+			l.Errorf("%s", "e")
+			var got []string
+			for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+				if m := regexp.MustCompile(`msg=(\w)`).FindStringSubmatch(line); m != nil {
+					got = append(got, m[1])
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("logged %v, want %v:\n%s", got, tt.want, buf.String())
+			}
+		})
+	}
+}
