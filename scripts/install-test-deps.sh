@@ -111,7 +111,7 @@ install_coturn() {
 
 # netlab: network namespaces and NAT rules for the NAT-lab tests.
 install_netlab() {
-	apt_install iproute2 iptables
+	apt_install iproute2 iptables ipset
 }
 
 # gotools: Go linters, pinned.

@@ -8,7 +8,7 @@
 #   bash scripts/natlab.sh exec NAME NODE CMD [ARG]  # run CMD in a node's namespace
 #   bash scripts/natlab.sh list                      # labs that are up
 #
-# Needs root, iproute2 and iptables. Everything lives in namespaces named
+# Needs root, iproute2, iptables and ipset. Everything lives in namespaces named
 # flab-NAME-*; nothing is added to the calling namespace, so `down` (or
 # deleting those namespaces) removes every interface, address and rule.
 #
@@ -25,6 +25,10 @@
 #
 #   fullcone        endpoint-independent / endpoint-independent, hairpinning
 #                   (SNAT keeping ports, inbound UDP DNAT to the client)
+#   restricted      endpoint-independent / address-dependent
+#                   (SNAT keeping ports, inbound UDP DNAT to the client, let
+#                   through only from an address the client has sent to
+#                   from that port: an ipset of remote IP and client port)
 #   portrestricted  endpoint-independent / address-and-port-dependent
 #                   (SNAT keeping ports; inbound only ESTABLISHED,RELATED)
 #   symmetric       address-and-port-dependent / address-and-port-dependent
@@ -42,7 +46,7 @@
 #   bash scripts/natlab.sh exec demo c-symmetric ferry probe stun://203.0.113.1:3478
 set -Eeuo pipefail
 
-KINDS=(fullcone portrestricted symmetric symmetric2)
+KINDS=(fullcone portrestricted symmetric symmetric2 restricted)
 FERRY_IP=203.0.113.1
 FERRY_ALT_IP=203.0.113.2
 
@@ -69,6 +73,7 @@ client_ip() { echo "192.0.2.$((16 * $1 + 2))"; }
 expected() {
 	case $1 in
 	fullcone) echo "endpoint-independent endpoint-independent yes" ;;
+	restricted) echo "endpoint-independent address-dependent no" ;;
 	portrestricted) echo "endpoint-independent address-and-port-dependent no" ;;
 	symmetric | symmetric2) echo "address-and-port-dependent address-and-port-dependent no" ;;
 	*) die "unknown NAT kind $1" ;;
@@ -123,6 +128,12 @@ nat_rules() {
 	local kind=$1 r=$2 pub=$3 cli=$4
 	local ipt=(ip netns exec "$r" iptables -w)
 	"${ipt[@]}" -P FORWARD DROP
+	if [[ $kind == restricted ]]; then
+		# Remember (remote IP, client port) for every datagram out: the
+		# filter of an address-dependent NAT, per mapping.
+		ip netns exec "$r" ipset create talked hash:ip,port timeout 300
+		"${ipt[@]}" -A FORWARD -i eth1 -o eth0 -p udp -j SET --add-set talked dst,src --exist
+	fi
 	"${ipt[@]}" -A FORWARD -i eth1 -o eth0 -j ACCEPT
 	"${ipt[@]}" -A FORWARD -i eth0 -o eth1 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 	# Filtered datagrams vanish, as on most NATs (no ICMP port unreachable).
@@ -136,6 +147,12 @@ nat_rules() {
 		"${ipt[@]}" -t nat -A PREROUTING -i eth1 -d "$pub" -p udp -j DNAT --to-destination "$cli"
 		"${ipt[@]}" -t nat -A POSTROUTING -o eth1 -s "$cli" -d "$cli" -p udp -j SNAT --to-source "$pub"
 		"${ipt[@]}" -A FORWARD -i eth1 -o eth1 -j ACCEPT
+		;;
+	restricted)
+		"${ipt[@]}" -t nat -A POSTROUTING -o eth0 -j SNAT --to-source "$pub"
+		"${ipt[@]}" -t nat -A PREROUTING -i eth0 -p udp -j DNAT --to-destination "$cli"
+		"${ipt[@]}" -A FORWARD -i eth0 -o eth1 -m conntrack --ctstate DNAT \
+			-m set --match-set talked src,dst -j ACCEPT
 		;;
 	portrestricted)
 		"${ipt[@]}" -t nat -A POSTROUTING -o eth0 -j SNAT --to-source "$pub"
@@ -159,6 +176,7 @@ up() {
 	P="flab-$name"
 	[[ -z "$(lab_namespaces "$name")" ]] || die "lab $name is already up; run: $0 down $name"
 	command -v iptables >/dev/null || die "iptables not found (apt-get install iptables)"
+	command -v ipset >/dev/null || die "ipset not found (apt-get install ipset)"
 	trap 'up_failed "$name"' ERR
 
 	add_ns "$P-inet"

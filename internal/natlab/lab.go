@@ -22,7 +22,7 @@ import (
 // NAT is one NAT router of the lab and the client behind it.
 type NAT struct {
 	// Kind is the NAT's kind in scripts/natlab.sh: fullcone,
-	// portrestricted, symmetric, symmetric2.
+	// restricted, portrestricted, symmetric, symmetric2.
 	Kind string
 	// Router and Client are the namespaces of the NAT and its client.
 	Router, Client string
@@ -89,7 +89,7 @@ func Up(t testing.TB) *Lab {
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "network namespaces need root")
 	}
-	for _, tool := range []string{"ip", "iptables", "bash"} {
+	for _, tool := range []string{"ip", "iptables", "ipset", "bash"} {
 		RequireTool(t, tool)
 	}
 	root, err := ModuleRoot()

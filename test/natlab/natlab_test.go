@@ -41,7 +41,7 @@ func TestNATLab(t *testing.T) {
 	server := netip.AddrPortFrom(lab.FerryIP, 3478)
 
 	t.Run("probe", func(t *testing.T) {
-		for _, kind := range []string{"fullcone", "portrestricted", "symmetric", "symmetric2"} {
+		for _, kind := range []string{"fullcone", "restricted", "portrestricted", "symmetric", "symmetric2"} {
 			t.Run(kind, func(t *testing.T) {
 				t.Parallel()
 				testProbe(t, lab, bin, server, lab.NAT(t, kind))
@@ -50,7 +50,7 @@ func TestNATLab(t *testing.T) {
 	})
 	t.Run("natdiscovery", func(t *testing.T) {
 		tool := natlab.RequireTool(t, "turnutils_natdiscovery")
-		for _, kind := range []string{"fullcone", "portrestricted", "symmetric"} {
+		for _, kind := range []string{"fullcone", "restricted", "portrestricted", "symmetric"} {
 			t.Run(kind, func(t *testing.T) {
 				t.Parallel()
 				testNATDiscovery(t, lab, bin, tool, server, lab.NAT(t, kind))
