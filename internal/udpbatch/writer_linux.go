@@ -87,7 +87,7 @@ func (w *writer) writeTo(p []byte, addr net.Addr) (n int, ok bool, err error) {
 		w.ops.Put(o)
 		return 0, false, nil
 	}
-	o.p = p
+	o.p, o.n, o.errno = p, 0, 0 // the callback may not run (closed, deadline)
 	err = w.rc.Write(o.fn)
 	if oe, isOp := err.(*net.OpError); isOp {
 		err = oe.Err // "raw-write": the caller names the operation

@@ -83,12 +83,16 @@ func TestConnWriteToErrors(t *testing.T) {
 		}
 	})
 	t.Run("closed", func(t *testing.T) {
+		pool := NewPool(4, 2048) // shared send state: a failed send leaves no trace in it
 		u := listen(t, "udp4", "127.0.0.1")
-		c := Wrap(u, Options{})
+		c := Wrap(u, Options{Pool: pool})
+		if n, err := c.WriteTo(make([]byte, 100), r.LocalAddr()); err != nil || n != 100 {
+			t.Fatalf("WriteTo before closing = %d, %v", n, err)
+		}
 		_ = c.Close()
-		_, err := c.WriteTo([]byte("x"), r.LocalAddr())
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("err = %v; want net.ErrClosed", err)
+		n, err := c.WriteTo([]byte("x"), r.LocalAddr())
+		if !errors.Is(err, net.ErrClosed) || n != 0 {
+			t.Fatalf("WriteTo after closing = %d, %v; want 0, net.ErrClosed", n, err)
 		}
 	})
 	t.Run("kernel error named", func(t *testing.T) {
