@@ -231,8 +231,9 @@ func (st *runtimeState) snapshot(cfg config.Config) (*auth.Snapshot, error) {
 }
 
 // reload re-reads the configuration on SIGHUP and swaps in new users,
-// secrets, API keys, the admin token and the TLS certificate. A bad configuration is logged and the old
-// one keeps serving. Settings that need a restart are reported.
+// secrets, API keys, the admin token and the TLS certificate. A bad
+// configuration is logged and the old one keeps serving. Settings that need
+// a restart are reported.
 func (st *runtimeState) reload(cmd *cobra.Command, e *env, log *slog.Logger) {
 	cfg, _, err := loadConfig(cmd, e)
 	if err != nil {
