@@ -167,17 +167,7 @@ func TestBenchSmokeFerry(t *testing.T) {
 			"--relay-ip", "127.0.0.1", "--allow-loopback-peers", "--user", "u=p", "--realm", "bench.test",
 			"--udp-sockets", "2")
 	}()
-	defer func() {
-		te.sigs <- syscall.SIGINT
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Errorf("serve exited %d:\n%s", code, te.stderr.String())
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop after SIGINT")
-		}
-	}()
+	defer te.stop(t, syscall.SIGINT, done)
 	var udp, tcp string
 	testutil.WaitFor(t, 10*time.Second, "ferry ready", func() bool {
 		m := readyRE.FindStringSubmatch(te.stderr.String())

@@ -34,6 +34,21 @@ func newCLIEnv(environ ...string) *cliEnv {
 
 func (te *cliEnv) run(args ...string) int { return run(context.Background(), te.env, args) }
 
+// stop sends sig to a `serve` running in te and fails t unless it exits 0
+// (reported on done) within 30s.
+func (te *cliEnv) stop(t *testing.T, sig os.Signal, done <-chan int) {
+	t.Helper()
+	te.sigs <- sig
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d after %v:\n%s", code, sig, te.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not stop after %v", sig)
+	}
+}
+
 func TestConfigCheck(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -184,15 +199,7 @@ func TestServeReloadAndStop(t *testing.T) {
 	te.sigs <- syscall.SIGHUP
 	waitForText(t, te.stderr, "reload refused")
 
-	te.sigs <- syscall.SIGTERM
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d after SIGTERM:\n%s", code, te.stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not stop after SIGTERM")
-	}
+	te.stop(t, syscall.SIGTERM, done)
 	waitForText(t, te.stderr, "ferry stopped")
 }
 
