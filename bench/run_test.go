@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -28,51 +27,18 @@ type pionServer struct {
 	udp, tcp string
 }
 
-// startPion starts a pion TURN server with relays on 127.0.0.1 and the
-// default (open) permission handler; with secret it takes TURN REST
+// startPion starts a bare pion TURN server; with secret it takes TURN REST
 // credentials, else testUser/testPass.
 func startPion(t *testing.T, secret string) pionServer {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	authHandler := turn.AuthHandler(func(ra *turn.RequestAttributes) (string, []byte, bool) {
-		if ra.Username != testUser {
-			return "", nil, false
-		}
-		return testUser, turn.GenerateAuthKey(testUser, testRealm, testPass), true
-	})
+	auth := testutil.StaticAuth(testUser, testRealm, testPass)
 	if secret != "" {
-		authHandler = turn.LongTermTURNRESTAuthHandler(secret, lf.NewLogger("auth"))
+		lf := logging.NewDefaultLoggerFactory()
+		lf.DefaultLogLevel = logging.LogLevelError
+		auth = turn.LongTermTURNRESTAuthHandler(secret, lf.NewLogger("auth"))
 	}
-	gen := func() turn.RelayAddressGenerator {
-		return &turn.RelayAddressGeneratorStatic{RelayAddress: net.ParseIP("127.0.0.1"), Address: "127.0.0.1"}
-	}
-	srv, err := turn.NewServer(turn.ServerConfig{
-		Realm:             testRealm,
-		AuthHandler:       authHandler,
-		LoggerFactory:     lf,
-		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: pc, RelayAddressGenerator: gen()}},
-		ListenerConfigs:   []turn.ListenerConfig{{Listener: ln, RelayAddressGenerator: gen()}},
-	})
-	if err != nil {
-		_ = pc.Close()
-		_ = ln.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Errorf("closing pion server: %v", err)
-		}
-	})
-	return pionServer{udp: pc.LocalAddr().String(), tcp: ln.Addr().String()}
+	udp, tcp := testutil.PionServer(t, testRealm, auth)
+	return pionServer{udp: udp, tcp: tcp}
 }
 
 // jsonHas reports whether the dotted path exists in v.

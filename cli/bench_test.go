@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -13,55 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
-	"github.com/pion/turn/v5"
-
 	"github.com/ferryrtc/ferry/bench"
 	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
-// benchTestServer starts a pion TURN server on loopback UDP and TCP with
-// one static user; it returns the UDP and TCP addresses.
-func benchTestServer(t *testing.T) (udp, tcp string) {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	gen := func() turn.RelayAddressGenerator {
-		return &turn.RelayAddressGeneratorStatic{RelayAddress: net.ParseIP("127.0.0.1"), Address: "127.0.0.1"}
-	}
-	srv, err := turn.NewServer(turn.ServerConfig{
-		Realm: "bench.test",
-		AuthHandler: func(ra *turn.RequestAttributes) (string, []byte, bool) {
-			if ra.Username != "u" {
-				return "", nil, false
-			}
-			return "u", turn.GenerateAuthKey("u", "bench.test", "p"), true
-		},
-		LoggerFactory:     lf,
-		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: pc, RelayAddressGenerator: gen()}},
-		ListenerConfigs:   []turn.ListenerConfig{{Listener: ln, RelayAddressGenerator: gen()}},
-	})
-	if err != nil {
-		_ = pc.Close()
-		_ = ln.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return pc.LocalAddr().String(), ln.Addr().String()
-}
-
 // TestBenchSmoke runs `ferry bench` for about two seconds against a pion
 // server and checks the JSON report: the short smoke of the suite.
 func TestBenchSmoke(t *testing.T) {
-	udp, tcp := benchTestServer(t)
+	udp, tcp := testutil.PionServer(t, "bench.test", testutil.StaticAuth("u", "bench.test", "p"))
 	pid := strconv.Itoa(os.Getpid())
 	tests := []struct {
 		name string
