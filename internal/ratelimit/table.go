@@ -65,6 +65,30 @@ func (t *Table) Peek(ip netip.Addr) *Bucket {
 // hash hashes the address (IPv4, IPv4-mapped as IPv4, IPv6 by /64).
 func (t *Table) hash(ip netip.Addr) uint64 {
 	var b [9]byte
+	return maphash.Bytes(t.seed, addrKey(&b, ip))
+}
+
+// BucketFor returns the bucket of ip together with a name (a user name
+// guessed from that address), taking the slot over if another key holds
+// it. name is hashed, not kept.
+func (t *Table) BucketFor(ip netip.Addr, name []byte) *Bucket {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	var b [9]byte
+	_, _ = h.Write(addrKey(&b, ip))
+	_, _ = h.Write(name)
+	k := h.Sum64() | 1
+	s := &t.slots[k&t.mask]
+	if s.key.Load() != k {
+		s.key.Store(k)
+		s.b.tat.Store(0)
+	}
+	return &s.b
+}
+
+// addrKey writes the bytes an address is keyed by into b: IPv4 (and
+// IPv4-mapped) as IPv4, IPv6 by its /64.
+func addrKey(b *[9]byte, ip netip.Addr) []byte {
 	if ip = ip.Unmap(); ip.Is4() {
 		a := ip.As4()
 		copy(b[:4], a[:])
@@ -74,5 +98,5 @@ func (t *Table) hash(ip netip.Addr) uint64 {
 		copy(b[:8], a[:8])
 		b[8] = 6
 	}
-	return maphash.Bytes(t.seed, b[:])
+	return b[:]
 }
