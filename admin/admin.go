@@ -22,17 +22,47 @@ type Options struct {
 	// Token is the bearer token callers must present; empty turns the API
 	// off until SetToken gives it one.
 	Token string
-	// Tracker lists and closes allocations.
+	// Table lists and closes allocations (ferry's own engine).
+	Table Table
+	// Tracker lists and closes allocations on the pion path; used when
+	// Table is nil.
 	Tracker *relay.Tracker
 	// Log receives one line per state-changing call; nil discards.
 	Log *slog.Logger
 }
 
+// Table is the allocation table the admin API lists and closes from.
+type Table interface {
+	// Allocations returns the number of live allocations and a
+	// JSON-encodable list of them.
+	Allocations() (int, any)
+	// CloseRelay closes the allocations with relayed address relay;
+	// transport "udp", "tcp" or "" for both. It returns how many.
+	CloseRelay(relay netip.AddrPort, transport string) int
+	// CloseUser closes every allocation of user and returns how many.
+	CloseUser(user string) int
+}
+
 // AllocationList is the body of GET /v1/admin/allocations.
 type AllocationList struct {
-	Count       int                `json:"count"`
-	Allocations []relay.Allocation `json:"allocations"`
+	Count       int `json:"count"`
+	Allocations any `json:"allocations"`
 }
+
+// trackerTable is the pion path's Tracker as a Table.
+type trackerTable struct{ t *relay.Tracker }
+
+func (t trackerTable) Allocations() (int, any) {
+	all := t.t.List()
+	return len(all), all
+}
+
+func (t trackerTable) CloseRelay(relay netip.AddrPort, transport string) int {
+	n, _ := t.t.Close(relay, transport)
+	return n
+}
+
+func (t trackerTable) CloseUser(user string) int { return t.t.CloseUser(user) }
 
 // Closed is the body of the DELETE calls.
 type Closed struct {
@@ -43,7 +73,7 @@ type Closed struct {
 // (SetToken, on a configuration reload).
 type Handler struct {
 	tokenHash atomic.Pointer[[sha256.Size]byte] // nil: the API is turned off
-	tracker   *relay.Tracker
+	table     Table
 	log       *slog.Logger
 	mux       *http.ServeMux
 }
@@ -51,13 +81,16 @@ type Handler struct {
 // New returns the admin API handler for every path under Prefix. It
 // refuses to build without a tracker.
 func New(o Options) (*Handler, error) {
-	if o.Tracker == nil {
-		return nil, errors.New("admin: no allocation tracker")
+	if o.Table == nil && o.Tracker != nil {
+		o.Table = trackerTable{o.Tracker}
+	}
+	if o.Table == nil {
+		return nil, errors.New("admin: no allocation table")
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{tracker: o.Tracker, log: o.Log, mux: http.NewServeMux()}
+	h := &Handler{table: o.Table, log: o.Log, mux: http.NewServeMux()}
 	h.SetToken(o.Token)
 	h.mux.HandleFunc("GET "+Prefix+"allocations", h.list)
 	h.mux.HandleFunc("DELETE "+Prefix+"allocations/{relay}", h.closeOne)
@@ -106,8 +139,8 @@ func authorized(r *http.Request, want *[sha256.Size]byte) bool {
 }
 
 func (h *Handler) list(w http.ResponseWriter, _ *http.Request) {
-	all := h.tracker.List()
-	writeJSON(w, http.StatusOK, AllocationList{Count: len(all), Allocations: all})
+	n, all := h.table.Allocations()
+	writeJSON(w, http.StatusOK, AllocationList{Count: n, Allocations: all})
 }
 
 // closeOne closes the allocation with relay address {relay}, IP:PORT as
@@ -127,8 +160,8 @@ func (h *Handler) closeOne(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "transport "+quote(transport)+" is not udp or tcp")
 		return
 	}
-	n, err := h.tracker.Close(ap, transport)
-	if errors.Is(err, relay.ErrNoAllocation) {
+	n := h.table.CloseRelay(ap, transport)
+	if n == 0 {
 		writeError(w, http.StatusNotFound, "no live allocation with relay address "+ap.String())
 		return
 	}
@@ -139,7 +172,7 @@ func (h *Handler) closeOne(w http.ResponseWriter, r *http.Request) {
 // closeUser closes every allocation of {user}; 0 closed is not an error.
 func (h *Handler) closeUser(w http.ResponseWriter, r *http.Request) {
 	user := r.PathValue("user")
-	n := h.tracker.CloseUser(user)
+	n := h.table.CloseUser(user)
 	h.log.Info("admin: user's allocations closed", "user", user, "closed", n, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, Closed{Closed: n})
 }

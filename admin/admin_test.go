@@ -110,7 +110,10 @@ func TestAdminListJSON(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+token)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
-	var got AllocationList
+	var got struct {
+		Count       int                `json:"count"`
+		Allocations []relay.Allocation `json:"allocations"`
+	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 		t.Fatalf("%v: %s", err, rec.Body)
 	}

@@ -86,6 +86,10 @@ func NewSnapshot(realm string, users []string, secrets []string) (*Snapshot, err
 // Realm returns the realm the snapshot's keys are computed for.
 func (s *Snapshot) Realm() string { return s.realm }
 
+// Empty reports whether the snapshot holds no user and no secret: nobody
+// can authenticate.
+func (s *Snapshot) Empty() bool { return s == nil || len(s.users) == 0 && len(s.secrets) == 0 }
+
 // HasSecrets reports whether REST API credentials can be verified and minted.
 func (s *Snapshot) HasSecrets() bool { return len(s.secrets) > 0 }
 

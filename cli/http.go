@@ -14,13 +14,12 @@ import (
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/httpapi"
-	"github.com/ferryrtc/ferry/server"
 )
 
 // httpDeps is what the HTTP listener's handlers are built from.
 type httpDeps struct {
 	cfg      config.Config
-	srv      *server.Server
+	srv      turnServer
 	authn    *auth.Authenticator
 	bound    []config.Listener
 	log      *slog.Logger

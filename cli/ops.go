@@ -107,7 +107,7 @@ const drainTick = 200 * time.Millisecond
 // drain stops granting allocations and lets the existing ones relay until
 // none is left, timeout has passed, ctx ends or another SIGTERM or SIGINT
 // arrives. SIGHUP still reloads (onHUP).
-func drain(ctx context.Context, srv *server.Server, timeout time.Duration, sigs <-chan os.Signal, onHUP func(), log *slog.Logger) {
+func drain(ctx context.Context, srv turnServer, timeout time.Duration, sigs <-chan os.Signal, onHUP func(), log *slog.Logger) {
 	srv.Drain()
 	if timeout <= 0 {
 		return

@@ -60,6 +60,9 @@ type runtimeState struct {
 	certs     *listen.Certs
 	api       *httpapi.API   // credentials API; nil without http.listen
 	admin     *admin.Handler // admin API; nil without http.listen
+	// onCredentials, if set, receives each new credential snapshot
+	// (ferry's own engine reads them from its shared state).
+	onCredentials func(*auth.Snapshot)
 }
 
 func serve(cmd *cobra.Command, e *env) error {
@@ -101,37 +104,17 @@ func serve(cmd *cobra.Command, e *env) error {
 			func(err error) { log.Error("TLS certificate reload failed; serving the old one", "err", err) },
 			func() { log.Info("TLS certificate reloaded from disk") })
 	}
-	socks, bound, err := openSockets(ctx, cfg, listeners, st.certs, log)
+	var run *started
+	if cfg.Engine == config.EngineFerry {
+		run, err = startEngine(ctx, cfg, listeners, st.certs, relay4, relay6, ifAddrs, st, log)
+	} else {
+		run, err = startPion(ctx, cfg, listeners, st.certs, relay4, relay6, ifAddrs, st, log)
+	}
 	if err != nil {
 		return err
 	}
-	alts, err := openAlternates(ctx, cfg, bound)
-	if err != nil {
-		closeSockets(socks)
-		return &exitError{code: 1, err: err}
-	}
-	self := append([]netip.Addr(nil), ifAddrs...)
-	for _, l := range bound {
-		self = append(self, l.Addr.Addr())
-	}
-	op := newOps(bound, log)
-	srv, err := server.New(op.serverOptions(server.Options{
-		Config:  cfg,
-		RelayV4: relay4,
-		RelayV6: relay6,
-		Self:    self,
-		Auth:    st.authn,
-		Log:     log,
-
-		Alternates: alts,
-	}), socks)
-	if err != nil {
-		return err
-	}
+	srv, bound := run.srv, run.bound
 	defer srv.Close()
-	if err := op.register(srv); err != nil {
-		return err
-	}
 	var draining atomic.Bool
 	if cfg.HTTP.Listen != "" {
 		pol, err := httpapi.NewPolicy(cfg.HTTP, cfg.Auth.MaxTTL)
@@ -153,14 +136,14 @@ func serve(cmd *cobra.Command, e *env) error {
 		if !st.authn.Snapshot().HasSecrets() {
 			log.Warn("credentials API: no auth.secrets to sign with, so POST " + httpapi.Path + " answers 503")
 		}
-		adminAPI, err := op.adminHandler(cfg, log)
+		adminAPI, err := run.admin(cfg, log)
 		if err != nil {
 			return &exitError{code: 2, err: err}
 		}
 		st.admin = adminAPI
 		hs, err := startHTTP(ctx, cfg.HTTP.Listen, httpHandler(httpDeps{
 			cfg: cfg, srv: srv, authn: st.authn, bound: bound, log: log, draining: &draining,
-			creds: st.api, metrics: op.metrics.Handler(), admin: adminAPI,
+			creds: st.api, metrics: run.metrics, admin: adminAPI,
 		}), log)
 		if err != nil {
 			return err
@@ -176,7 +159,7 @@ func serve(cmd *cobra.Command, e *env) error {
 	for _, l := range bound {
 		attrs = append(attrs, "listen", l.String())
 	}
-	attrs = append(attrs, "relay_v4", relay4, "relay_v6", relay6, "relay_ports", cfg.Relay.Ports)
+	attrs = append(attrs, "relay_v4", relay4, "relay_v6", relay6, "relay_ports", cfg.Relay.Ports, "engine", cfg.Engine)
 	log.Info("ferry ready", attrs...)
 	if !cfg.Relay.AllowLoopbackPeers && len(cfg.Relay.AllowedPeers) == 0 {
 		log.Info("peer policy: relaying only to public addresses (see relay.allowed-peers)")
@@ -208,7 +191,7 @@ func serve(cmd *cobra.Command, e *env) error {
 	}
 }
 
-func shutdown(srv *server.Server, log *slog.Logger) error {
+func shutdown(srv turnServer, log *slog.Logger) error {
 	if err := srv.Close(); err != nil {
 		log.Warn("close", "err", err)
 	}
@@ -245,6 +228,10 @@ func (st *runtimeState) reload(cmd *cobra.Command, e *env, log *slog.Logger) {
 		log.Error("reload refused; the running configuration stays", "err", err)
 		return
 	}
+	if snap.Empty() {
+		log.Error("reload refused: the new configuration has no auth.users and no auth.secrets, so every client would be refused; the running configuration stays")
+		return
+	}
 	var pol *httpapi.Policy
 	if st.api != nil {
 		if pol, err = httpapi.NewPolicy(cfg.HTTP, cfg.Auth.MaxTTL); err != nil {
@@ -258,6 +245,9 @@ func (st *runtimeState) reload(cmd *cobra.Command, e *env, log *slog.Logger) {
 		}
 	}
 	old := st.authn.Swap(snap)
+	if st.onCredentials != nil {
+		st.onCredentials(snap)
+	}
 	attrs := []any{"auth", auth.Diff(old, snap)}
 	if st.api != nil {
 		attrs = append(attrs, "http", httpapi.Diff(st.api.Swap(pol), pol))
@@ -400,6 +390,43 @@ func openSockets(ctx context.Context, cfg config.Config, ls []config.Listener, c
 		return fail(&exitError{code: 1, err: errors.New("no listener could be opened")})
 	}
 	return s, bound, nil
+}
+
+// startPion opens the sockets and starts pion's TURN server on them.
+func startPion(ctx context.Context, cfg config.Config, listeners []config.Listener, certs *listen.Certs,
+	relay4, relay6 netip.Addr, ifAddrs []netip.Addr, st *runtimeState, log *slog.Logger) (*started, error) {
+	socks, bound, err := openSockets(ctx, cfg, listeners, certs, log)
+	if err != nil {
+		return nil, err
+	}
+	alts, err := openAlternates(ctx, cfg, bound)
+	if err != nil {
+		closeSockets(socks)
+		return nil, &exitError{code: 1, err: err}
+	}
+	self := append([]netip.Addr(nil), ifAddrs...)
+	for _, l := range bound {
+		self = append(self, l.Addr.Addr())
+	}
+	op := newOps(bound, log)
+	srv, err := server.New(op.serverOptions(server.Options{
+		Config:  cfg,
+		RelayV4: relay4,
+		RelayV6: relay6,
+		Self:    self,
+		Auth:    st.authn,
+		Log:     log,
+
+		Alternates: alts,
+	}), socks)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.register(srv); err != nil {
+		_ = srv.Close()
+		return nil, err
+	}
+	return &started{srv: srv, bound: bound, metrics: op.metrics.Handler(), admin: op.adminHandler}, nil
 }
 
 // closeSockets closes every socket in s.

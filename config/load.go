@@ -64,6 +64,7 @@ var flagKeys = []struct {
 	{"limits-bind-nonces", "limits.bind-nonces", "accept a nonce only from the IP address it was sent to"},
 	{"http-admin-token", "http.admin-token", "bearer token for the admin API under /v1/admin/ (secret; empty: off)"},
 	{"drain-timeout", "drain-timeout", "on SIGTERM, how long existing allocations keep relaying before exit (0: exit at once)"},
+	{"engine", "engine", "TURN server core: ferry (its own engine) or pion (pion/turn's server)"},
 }
 
 // AddFlags defines ferry's configuration flags on fs. Their defaults are the

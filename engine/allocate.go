@@ -87,11 +87,14 @@ func (e *Engine) allocate(out *Output, c *Client, m *stunwire.Message, r authRes
 		refuse(442, RefusedPolicy)
 		return
 	}
-	evenV, even := m.Get(stun.AttrEvenPort)
+	// Allocation hints are honoured also after MESSAGE-INTEGRITY, where
+	// pion's TURN client puts them: they shape only the requester's own
+	// allocation.
+	evenV, even := m.GetUnprotected(stun.AttrEvenPort)
 	token, hasToken := m.Get(stun.AttrReservationToken)
-	famV, hasFam := m.Get(stun.AttrRequestedAddressFamily)
-	addV, hasAdd := m.Get(stunwire.AttrAdditionalAddressFamily)
-	df := m.Has(stun.AttrDontFragment)
+	famV, hasFam := m.GetUnprotected(stun.AttrRequestedAddressFamily)
+	addV, hasAdd := m.GetUnprotected(stunwire.AttrAdditionalAddressFamily)
+	_, df := m.GetUnprotected(stun.AttrDontFragment)
 	switch {
 	case tcp && (even || hasToken || df),
 		hasToken && (even || hasFam || hasAdd),

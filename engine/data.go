@@ -117,7 +117,7 @@ func (e *Engine) HandlePeer(out *Output, r RelayID, peer netip.AddrPort, buf []b
 		start := Headroom - stunwire.ChannelHeaderSize
 		stunwire.PutChannelHeader(buf[start:], ch.number, n)
 		end := Headroom + n
-		if a.client.Transport.byteStream() {
+		if a.client.Transport.Connected() { // padded: pion's clients frame DTLS like TCP
 			for end%4 != 0 {
 				buf[end] = 0
 				end++

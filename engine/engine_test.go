@@ -1,13 +1,17 @@
 package engine
 
 import (
+	"log/slog"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v3"
 
 	"github.com/ferryrtc/ferry/auth"
+	"github.com/ferryrtc/ferry/relay"
 )
 
 func TestAllocateChallengeAndRetransmission(t *testing.T) {
@@ -670,3 +674,109 @@ func TestChannelExpiresBeforePermission(t *testing.T) {
 	}
 	cl.mustOK("rebinding to the same peer", cl.bind(0x4000, p))
 }
+
+// Regression 10: ferry's own addresses can change (a new IPv6 temporary
+// address, an attached cloud IP). Once the data plane swaps in the policy
+// with the new address, permissions and channels to it are dropped at the
+// next tick and new ones refused. Datagrams from ferry's own relay address
+// are taken only from relay ports (a relayed Binding bouncing off ferry's
+// own listener is not).
+func TestOwnAddressesFollowed(t *testing.T) {
+	s := newSim(t, simOpts{})
+	cl := s.client(UDP, "198.51.100.1:1000", "alice", "wonderland")
+	cl.allocate()
+	p := peer(5)
+	cl.mustOK("ChannelBind", cl.bind(0x4000, p))
+	cl.channelData(0x4000, "before")
+	if len(s.takePeer(p)) != 1 {
+		t.Fatal("not relayed before the change")
+	}
+	pol, err := relay.NewPolicy(relay.PolicyOptions{
+		Allowed:      []netip.Prefix{peerNet, peerNet6},
+		Self:         []netip.Addr{relayIP4, relayIP6, serverAddr.Addr(), server6.Addr(), p.Addr()},
+		Relays:       []netip.Addr{relayIP4, relayIP6},
+		RelayMinPort: 40000,
+		RelayMaxPort: 49999,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sh.SetPolicy(pol)
+	s.advance(time.Second)
+	cl.channelData(0x4000, "after")
+	cl.send(p, "after")
+	if got := s.takePeer(p); len(got) != 0 {
+		t.Fatalf("relayed to a new own address: %+v", got)
+	}
+	if code := errorCode(cl.permit(p)); code != 403 {
+		t.Fatalf("permission to a new own address: %d", code)
+	}
+	if st := s.stats(); st.PermissionsActive != 0 || st.ChannelsActive != 0 {
+		t.Fatalf("permissions %d channels %d left", st.PermissionsActive, st.ChannelsActive)
+	}
+	// Inbound from ferry's own relay address: relay ports only.
+	self := netip.AddrPortFrom(relayIP4, 40001)
+	cl.mustOK("permission for ferry's relay address", cl.permit(self))
+	s.fromPeer(netip.AddrPortFrom(relayIP4, 3478), cl.relay, []byte("from the listener"))
+	if _, _, _, ok := s.takeData(cl.c.Remote); ok {
+		t.Fatal("datagram from ferry's own listener port relayed to the client")
+	}
+	s.fromPeer(self, cl.relay, []byte("from a relay"))
+	if _, _, data, ok := s.takeData(cl.c.Remote); !ok || string(data) != "from a relay" {
+		t.Fatal("datagram from another relay of ferry's not relayed")
+	}
+}
+
+// Regression 12: the log lines clients cause are bounded in total, not
+// per address: a flood of refused credentials from many addresses writes
+// a burst of lines, then a few a second with a count of those left out.
+func TestClientLogLinesBounded(t *testing.T) {
+	logs := &lineCounter{}
+	s := newSim(t, simOpts{configure: func(c *Config) {
+		c.Log = slog.New(slog.NewTextHandler(logs, nil))
+		c.AuthFailureRate, c.AuthFailureBurst = 0, 0
+	}})
+	for i := range 500 {
+		cl := s.client(UDP, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 200)}), uint16(1000+i)).String(), "alice", "guess")
+		if code := errorCode(cl.do(stun.MethodAllocate, requestedTransport(17))); code != 401 {
+			t.Fatalf("guess %d: %d", i, code)
+		}
+		if i%50 == 49 {
+			s.now = s.now.Add(time.Second)
+		}
+	}
+	// 10 seconds passed: at most the burst plus 10 lines a second.
+	if n := logs.count("credential refused"); n < ClientLogBurst || n > ClientLogBurst+10*ClientLogRate+1 {
+		t.Fatalf("%d refusal lines for 500 refusals in 10 s", n)
+	}
+	if !logs.has("lines_left_out_before=") {
+		t.Fatal("no count of the lines left out")
+	}
+}
+
+// lineCounter is a log sink counting lines.
+type lineCounter struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *lineCounter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, string(p))
+	return len(p), nil
+}
+
+func (l *lineCounter) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, x := range l.lines {
+		if strings.Contains(x, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *lineCounter) has(sub string) bool { return l.count(sub) > 0 }

@@ -74,16 +74,18 @@ func (e *Engine) closeEnd(out *Output, a *allocation, f uint8) {
 }
 
 // checkPeer runs the peer policy on a peer of a: the family must be one a
-// relays, the address one the policy admits. It returns the error code, 0
-// when the peer is admitted.
-func (e *Engine) checkPeer(c *Client, a *allocation, peer netip.AddrPort) int {
+// relays, the address one the policy admits and, with port (ChannelBind
+// and Connect name a transport address; a permission is for an IP
+// address), the port one the policy admits on it. It returns the error
+// code, 0 when the peer is admitted.
+func (e *Engine) checkPeer(c *Client, a *allocation, peer netip.AddrPort, port bool) int {
 	ip := peer.Addr().Unmap()
 	if a.end(familyOf(ip)) == nil {
 		return 443
 	}
 	pol := e.sh.policy.Load()
 	ok, why := pol.Check(ip)
-	if ok && !pol.PortAllowed(peer) {
+	if ok && port && !pol.PortAllowed(peer) {
 		ok, why = false, "self"
 	}
 	if ok {
@@ -119,7 +121,7 @@ func (e *Engine) createPermission(out *Output, c *Client, m *stunwire.Message, r
 		case !ok || n == len(peers):
 			code = 400
 		default:
-			code = e.checkPeer(c, a, ap)
+			code = e.checkPeer(c, a, ap, false)
 		}
 		if code != 0 {
 			return false
@@ -189,7 +191,7 @@ func (e *Engine) channelBind(out *Output, c *Client, m *stunwire.Message, r auth
 	case !ok || number < stunwire.MinChannel || number > stunwire.MaxChannel || !present || !okPeer:
 		code = 400
 	default:
-		code = e.checkPeer(c, a, peer)
+		code = e.checkPeer(c, a, peer, true)
 	}
 	var ch *channel
 	if code == 0 {

@@ -114,7 +114,7 @@ func (e *Engine) authenticate(out *Output, c *Client, m *stunwire.Message, reqLe
 		e.fail(out, c, m, reqLen, 400, nil)
 		return r, false
 	}
-	owner := c // whose address the nonce must have been sent to
+	owner := c // whose address the nonce may have been sent to
 	if m.Type.Method == stun.MethodConnectionBind {
 		id, ok := m.Uint32(stun.AttrConnectionID)
 		if !ok {
@@ -131,9 +131,12 @@ func (e *Engine) authenticate(out *Output, c *Client, m *stunwire.Message, reqLe
 			return r, false
 		}
 		r.peer, r.a = p, p.a
-		owner = &p.a.client // the client proved its address on the control connection
+		// A data connection may carry the nonce of its control connection
+		// (pion's client does) or one of its own.
+		owner = &p.a.client
 	}
-	if e.checkNonce(nonce, owner) != nonceValid {
+	if e.checkNonce(nonce, owner) != nonceValid && (owner == c || e.checkNonce(nonce, c) != nonceValid) {
+		e.stats.StaleNonces.inc()
 		e.challenge(out, c, m, reqLen, 438)
 		return r, false
 	}

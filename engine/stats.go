@@ -82,6 +82,7 @@ type Stats struct {
 	FromPeerPackets, FromPeerBytes counter
 	Dropped                        [numDrops]counter
 	Bindings                       counter
+	StaleNonces                    counter // 438s: expired, foreign or unknown nonces
 	Created                        [numTransports][2]counter
 	Active                         [numTransports][2]counter
 	Ended                          [numEnds]counter
@@ -103,6 +104,7 @@ type Snapshot struct {
 	FromPeerPackets, FromPeerBytes uint64
 	Dropped                        [numDrops]uint64
 	Bindings                       uint64
+	StaleNonces                    uint64
 	Created                        [numTransports][2]uint64
 	Active                         [numTransports][2]uint64
 	Ended                          [numEnds]uint64
@@ -125,6 +127,7 @@ func (s *Snapshot) add(st *Stats, reasons []string) {
 		s.Dropped[i] += st.Dropped[i].load()
 	}
 	s.Bindings += st.Bindings.load()
+	s.StaleNonces += st.StaleNonces.load()
 	for t := range st.Created {
 		for f := range st.Created[t] {
 			s.Created[t][f] += st.Created[t][f].load()

@@ -78,7 +78,7 @@ func (e *Engine) connect(out *Output, c *Client, m *stunwire.Message, r authResu
 	case !a.tcp || !present || !ok || peer.Port() == 0:
 		code = 400
 	default:
-		code = e.checkPeer(c, a, peer)
+		code = e.checkPeer(c, a, peer, true)
 	}
 	if code == 0 {
 		for _, id := range a.peers {

@@ -163,8 +163,9 @@ type Traffic struct {
 	FromPeerPackets, FromPeerBytes atomic.Uint64
 }
 
-// count adds one packet of n bytes in a direction.
-func (t *Traffic) count(toPeer bool, n int) {
+// Count adds one read or write of n bytes in a direction, from any
+// goroutine (the data plane's RFC 6062 copies).
+func (t *Traffic) Count(toPeer bool, n int) {
 	if toPeer {
 		t.ToPeerPackets.Add(1)
 		t.ToPeerBytes.Add(uint64(n))
@@ -172,6 +173,18 @@ func (t *Traffic) count(toPeer bool, n int) {
 	}
 	t.FromPeerPackets.Add(1)
 	t.FromPeerBytes.Add(uint64(n))
+}
+
+// count adds one datagram of n bytes in a direction. Only the shard's loop
+// counts datagrams, so it loads and stores without a locked instruction.
+func (t *Traffic) count(toPeer bool, n int) {
+	if toPeer {
+		t.ToPeerPackets.Store(t.ToPeerPackets.Load() + 1)
+		t.ToPeerBytes.Store(t.ToPeerBytes.Load() + uint64(n))
+		return
+	}
+	t.FromPeerPackets.Store(t.FromPeerPackets.Load() + 1)
+	t.FromPeerBytes.Store(t.FromPeerBytes.Load() + uint64(n))
 }
 
 // Output collects the commands of the events handed to an Engine. Reuse

@@ -77,14 +77,23 @@ func UDP(ctx context.Context, l config.Listener, n int) ([]net.PacketConn, error
 	return conns, nil
 }
 
-// TCP opens a TCP listener on l's address.
+// TCP opens a TCP listener on l's address. It binds without SO_REUSEPORT:
+// a port another process holds is an error wrapping ErrPortInUse.
 func TCP(ctx context.Context, l config.Listener) (net.Listener, error) {
-	lc := net.ListenConfig{Control: sockopt.ReuseAddrPort}
+	lc := net.ListenConfig{Control: sockopt.ReuseAddr}
 	ln, err := lc.Listen(ctx, l.Network(), l.Addr.String())
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", l, err)
+		return nil, portError(l, err)
 	}
 	return ln, nil
+}
+
+// portError names the port of a listener that could not be opened.
+func portError(l config.Listener, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("listen %s: %s port %d: %w", l, l.Network()[:3], l.Addr.Port(), ErrPortInUse)
+	}
+	return fmt.Errorf("listen %s: %w", l, err)
 }
 
 // Unavailable reports whether err means the host lacks the address family

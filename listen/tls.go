@@ -13,7 +13,6 @@ import (
 	"github.com/pion/dtls/v3"
 
 	"github.com/ferryrtc/ferry/config"
-	"github.com/ferryrtc/ferry/internal/sockopt"
 )
 
 // Certs holds the TLS certificate served by tls:// and dtls:// listeners.
@@ -117,10 +116,9 @@ func DTLS(l config.Listener, certs *Certs) (net.Listener, error) {
 			return certs.cur.Load(), nil
 		}),
 		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
-		dtls.WithListenConfig(net.ListenConfig{Control: sockopt.ReuseAddrPort}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", l, err)
+		return nil, portError(l, err)
 	}
 	return ln, nil
 }

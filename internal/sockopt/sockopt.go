@@ -25,3 +25,18 @@ func ReuseAddrPort(_, _ string, c syscall.RawConn) error {
 	}
 	return serr
 }
+
+// ReuseAddr sets SO_REUSEADDR only: a TCP listener can bind again while
+// connections of a previous process linger in TIME_WAIT, but a second
+// process cannot bind the same port (SO_REUSEPORT would let it, and take
+// half of the connections).
+func ReuseAddr(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}

@@ -246,6 +246,19 @@ func (m *Message) Get(t stun.AttrType) ([]byte, bool) {
 	return nil, false
 }
 
+// GetUnprotected returns the value of the first attribute of type t,
+// including those after MESSAGE-INTEGRITY, which it does not protect. Only
+// for hints a client may send unprotected: pion's TURN client places
+// REQUESTED-ADDRESS-FAMILY and EVEN-PORT after MESSAGE-INTEGRITY.
+func (m *Message) GetUnprotected(t stun.AttrType) ([]byte, bool) {
+	for _, a := range m.Attributes {
+		if a.Type == t {
+			return a.Value, true
+		}
+	}
+	return nil, false
+}
+
 // Has reports whether a covered attribute of type t is present.
 func (m *Message) Has(t stun.AttrType) bool {
 	_, ok := m.Get(t)

@@ -1,0 +1,174 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"runtime"
+
+	"github.com/ferryrtc/ferry/admin"
+	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/dataplane"
+	"github.com/ferryrtc/ferry/internal/netwatch"
+	"github.com/ferryrtc/ferry/listen"
+	"github.com/ferryrtc/ferry/metrics"
+)
+
+// turnServer is what serve needs of the TURN server, on either engine.
+type turnServer interface {
+	AllocationCount() int
+	Drain()
+	Draining() bool
+	Listening() error
+	Close() error
+}
+
+// started is a running TURN server and what the HTTP listener serves
+// about it.
+type started struct {
+	srv     turnServer
+	bound   []config.Listener
+	metrics http.Handler
+	admin   func(config.Config, *slog.Logger) (*admin.Handler, error)
+	engine  *dataplane.Server // nil on the pion path
+}
+
+// startEngine opens the sockets and starts ferry's own engine on them.
+func startEngine(ctx context.Context, cfg config.Config, ls []config.Listener, certs *listen.Certs,
+	relay4, relay6 netip.Addr, ifAddrs []netip.Addr, st *runtimeState, log *slog.Logger) (*started, error) {
+	loops := cfg.UDPSockets
+	if loops == 0 {
+		loops = runtime.GOMAXPROCS(0)
+	}
+	skip := func(l config.Listener, err error) bool {
+		if cfg.DefaultListen() && l.Addr.Addr().Is6() && listen.Unavailable(err) {
+			log.Warn("IPv6 is not available on this host; serving IPv4 only", "listener", l.String(), "err", err)
+			return true
+		}
+		return false
+	}
+	set, bound, err := listen.Open(ctx, ls, certs, loops, skip)
+	if err != nil {
+		return nil, &exitError{code: 1, err: err}
+	}
+	nat, err := openNATSockets(cfg, bound)
+	if err != nil {
+		set.Close()
+		return nil, &exitError{code: 1, err: err}
+	}
+	self := append([]netip.Addr(nil), ifAddrs...)
+	for _, l := range bound {
+		self = append(self, l.Addr.Addr())
+	}
+	opts, err := dataplane.OptionsFrom(cfg, relay4, relay6, self)
+	if err != nil {
+		set.Close()
+		closeNAT(nat)
+		return nil, &exitError{code: 2, err: err}
+	}
+	opts.Credentials = st.authn.Snapshot()
+	opts.Loops = loops
+	opts.Log = log
+	srv, err := dataplane.New(opts, dataplane.SocketsFrom(set, nat))
+	if err != nil {
+		return nil, &exitError{code: 1, err: err}
+	}
+	st.onCredentials = srv.SetCredentials
+	go followAddresses(ctx, cfg, relay4, relay6, bound, srv, log)
+	m := metrics.NewForEngine(metrics.EngineSource{
+		Stats:             srv.Stats,
+		Draining:          srv.Draining,
+		PeerDenialReasons: srv.Shared().PeerDenialReasons(),
+	}, log)
+	return &started{
+		srv:     srv,
+		bound:   bound,
+		metrics: m.Handler(),
+		engine:  srv,
+		admin: func(cfg config.Config, log *slog.Logger) (*admin.Handler, error) {
+			return admin.New(admin.Options{Token: cfg.HTTP.AdminToken, Table: srv, Log: log})
+		},
+	}, nil
+}
+
+// followAddresses keeps the peer policy's list of ferry's own addresses
+// current: an address added after start (an IPv6 temporary address, a
+// newly attached cloud IP) must not be reachable through a relay.
+func followAddresses(ctx context.Context, cfg config.Config, relay4, relay6 netip.Addr, bound []config.Listener,
+	srv *dataplane.Server, log *slog.Logger) {
+	initial, err := netwatch.Addrs()
+	if err != nil {
+		log.Warn("cannot read this host's addresses; the peer policy keeps those read at start", "err", err)
+		return
+	}
+	err = netwatch.Watch(ctx, netwatch.Options{Initial: initial, Log: log}, func(addrs []netip.Addr) {
+		self := append([]netip.Addr(nil), addrs...)
+		for _, l := range bound {
+			self = append(self, l.Addr.Addr())
+		}
+		pol, err := dataplane.Policy(cfg, relay4, relay6, self)
+		if err != nil {
+			log.Error("peer policy not updated for the new addresses", "err", err)
+			return
+		}
+		srv.SetPolicy(pol)
+	})
+	if err != nil {
+		log.Warn("not following address changes; the peer policy keeps the addresses read at start", "err", err)
+	}
+}
+
+// openNATSockets opens the RFC 5780 alternate sockets (A2:P1, A1:P2,
+// A2:P2) of every bound UDP listener of alt-ip's family.
+func openNATSockets(cfg config.Config, bound []config.Listener) ([]dataplane.NATSockets, error) {
+	alt, err := cfg.AltAddr()
+	if err != nil || !alt.IsValid() {
+		return nil, err
+	}
+	ephemeral := map[netip.Addr]bool{}
+	ls, _ := cfg.Listeners()
+	for _, l := range ls {
+		if l.Transport == config.UDP && l.Addr.Port() == 0 {
+			ephemeral[l.Addr.Addr()] = true
+		}
+	}
+	var out []dataplane.NATSockets
+	for _, l := range bound {
+		if l.Transport != config.UDP || l.Addr.Addr().Is4() != alt.Is4() {
+			continue
+		}
+		port := cfg.AltPortFor(l.Addr.Port())
+		if ephemeral[l.Addr.Addr()] {
+			port = cfg.AltPortFor(0)
+		}
+		n := dataplane.NATSockets{Primary: l.Addr}
+		a1, p1 := l.Addr.Addr(), l.Addr.Port()
+		var err error
+		if n.Alt[0], err = listen.UDPAt(netip.AddrPortFrom(alt, p1)); err == nil {
+			if n.Alt[1], err = listen.UDPAt(netip.AddrPortFrom(a1, port)); err == nil {
+				if n.Alt[2], err = listen.UDPAt(netip.AddrPortFrom(alt, n.Alt[1].Addr.Port())); err != nil {
+					_ = n.Alt[1].Close()
+					_ = n.Alt[0].Close()
+				}
+			} else {
+				_ = n.Alt[0].Close()
+			}
+		}
+		if err != nil {
+			closeNAT(out)
+			return nil, fmt.Errorf("alt-ip/alt-port for listener %s: %w", l, err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func closeNAT(ns []dataplane.NATSockets) {
+	for _, n := range ns {
+		for _, u := range n.Alt {
+			_ = u.Close()
+		}
+	}
+}

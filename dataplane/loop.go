@@ -1,0 +1,479 @@
+package dataplane
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ferryrtc/ferry/engine"
+)
+
+// Sizes of a loop's batches.
+const (
+	batchSize  = 64   // datagrams per recvmmsg and per sendmmsg
+	datagramRx = 2048 // largest datagram read; larger ones are dropped (MSG_TRUNC)
+	maxEvents  = 128
+	tickEvery  = time.Second
+)
+
+// Kinds of descriptors in a loop's epoll set (EpollEvent.Fd holds the kind,
+// EpollEvent.Pad the index).
+const (
+	evListener int32 = iota + 1
+	evRelay
+	evInbox
+	evTimer
+)
+
+// udpSock is a client-facing UDP socket: a listener or an RFC 5780
+// alternate.
+type udpSock struct {
+	fd   int
+	id   engine.SocketID
+	addr netip.AddrPort
+	info bool // wildcard: PKTINFO on and off the wire
+	v6   bool
+}
+
+// relaySock is one relay socket of a loop.
+type relaySock struct {
+	fd   int // UDP; -1 for a TCP listener
+	v6   bool
+	addr netip.AddrPort
+	tcp  *net.TCPListener
+	used bool
+}
+
+// loop is one event loop and the engine shard it runs.
+type loop struct {
+	srv   *Server
+	idx   int
+	eng   *engine.Engine
+	epfd  int
+	ep    *os.File
+	box   *inbox
+	timer int
+
+	events []unix.EpollEvent
+	rx     *rxBatch
+	tx     *txBatch
+	out    engine.Output
+
+	listeners []*udpSock
+	relays    []relaySock
+	streams   map[engine.SocketID]*streamConn
+	spare     []msg
+
+	closing atomic.Bool
+	done    chan struct{}
+}
+
+func newLoop(srv *Server, idx int, eng *engine.Engine) (*loop, error) {
+	l := &loop{srv: srv, idx: idx, eng: eng, epfd: -1, timer: -1,
+		events:  make([]unix.EpollEvent, maxEvents),
+		rx:      newRxBatch(batchSize, engine.Headroom, datagramRx, engine.Tailroom),
+		tx:      newTxBatch(batchSize),
+		streams: map[engine.SocketID]*streamConn{},
+		done:    make(chan struct{}),
+	}
+	var err error
+	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if l.box, err = newInbox(); err != nil {
+		l.closeFDs()
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	if l.timer, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
+		l.closeFDs()
+		return nil, os.NewSyscallError("timerfd_create", err)
+	}
+	spec := unix.ItimerSpec{Interval: unix.NsecToTimespec(int64(tickEvery)), Value: unix.NsecToTimespec(int64(tickEvery))}
+	if err = unix.TimerfdSettime(l.timer, 0, &spec, nil); err != nil {
+		l.closeFDs()
+		return nil, os.NewSyscallError("timerfd_settime", err)
+	}
+	for _, r := range []struct {
+		fd   int
+		kind int32
+	}{{l.box.fd, evInbox}, {l.timer, evTimer}} {
+		if err = l.watch(r.fd, r.kind, 0); err != nil {
+			l.closeFDs()
+			return nil, err
+		}
+	}
+	// The epoll descriptor itself goes into Go's netpoller: the loop parks
+	// there, like any goroutine waiting for a socket, when nothing is ready.
+	if err = unix.SetNonblock(l.epfd, true); err != nil {
+		l.closeFDs()
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	l.ep = os.NewFile(uintptr(l.epfd), "epoll")
+	return l, nil
+}
+
+// watch adds fd to the epoll set, level-triggered.
+func (l *loop) watch(fd int, kind int32, index int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: kind, Pad: int32(index)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}
+
+func (l *loop) unwatch(fd int) {
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
+func (l *loop) closeFDs() {
+	if l.ep != nil {
+		_ = l.ep.Close()
+	} else if l.epfd >= 0 {
+		_ = unix.Close(l.epfd)
+	}
+	if l.box != nil {
+		l.box.close()
+	}
+	if l.timer >= 0 {
+		_ = unix.Close(l.timer)
+	}
+}
+
+// run is the loop's goroutine.
+func (l *loop) run() {
+	defer close(l.done)
+	rc, err := l.ep.SyscallConn()
+	if err == nil {
+		err = rc.Read(func(uintptr) bool { return l.poll() })
+	}
+	if err != nil && !l.closing.Load() {
+		l.srv.log.Error("event loop stopped", "loop", l.idx, "err", err)
+	}
+}
+
+// poll handles what is ready until nothing is; false parks the loop in
+// the netpoller until the epoll descriptor is readable again, true ends it.
+func (l *loop) poll() bool {
+	for {
+		if l.closing.Load() {
+			return true
+		}
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
+			uintptr(len(l.events)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 || n == 0 {
+			return false
+		}
+		for i := range int(n) {
+			ev := &l.events[i]
+			switch ev.Fd {
+			case evListener:
+				l.readListener(l.listeners[ev.Pad])
+			case evRelay:
+				l.readRelay(int(ev.Pad))
+			case evInbox:
+				l.drainInbox()
+			case evTimer:
+				var v [8]byte
+				_, _ = unix.Read(l.timer, v[:])
+				l.eng.Tick(&l.out, time.Now())
+				l.flush()
+			}
+		}
+	}
+}
+
+// readListener reads one batch from a client-facing UDP socket.
+func (l *loop) readListener(s *udpSock) {
+	n, e := l.rx.recvmmsg(s.fd, s.info)
+	if e != 0 {
+		l.srv.counters.recvErrors.Add(1)
+		return
+	}
+	if n == 0 {
+		return
+	}
+	now := time.Now()
+	c := engine.Client{Transport: engine.UDP, Socket: s.id, Local: s.addr}
+	for i := range n {
+		if l.rx.truncated(i) {
+			l.srv.counters.oversized.Add(1)
+			continue
+		}
+		src, ok := l.rx.source(i)
+		if !ok {
+			continue
+		}
+		c.Remote = src
+		if s.info {
+			if c.Local, ok = l.rx.destination(i, s.addr.Port()); !ok {
+				c.Local = s.addr
+			}
+		}
+		size := int(l.rx.hdrs[i].n)
+		l.eng.HandleClient(&l.out, &c, l.rx.bufs[i][engine.Headroom:engine.Headroom+size], now)
+	}
+	l.flush()
+}
+
+// readRelay reads one batch from relay socket index.
+func (l *loop) readRelay(index int) {
+	if index >= len(l.relays) || !l.relays[index].used {
+		return
+	}
+	r := &l.relays[index]
+	n, e := l.rx.recvmmsg(r.fd, false)
+	if e != 0 {
+		l.srv.counters.recvErrors.Add(1)
+		return
+	}
+	if n == 0 {
+		return
+	}
+	now := time.Now()
+	id := relayID(l.idx, index)
+	for i := range n {
+		if l.rx.truncated(i) {
+			l.srv.counters.oversized.Add(1)
+			continue
+		}
+		src, ok := l.rx.source(i)
+		if !ok {
+			continue
+		}
+		l.eng.HandlePeer(&l.out, id, src, l.rx.bufs[i], int(l.rx.hdrs[i].n), now)
+	}
+	l.flush()
+}
+
+func relayID(shard, index int) engine.RelayID {
+	return engine.RelayID(shard<<24 | index)
+}
+
+// queue adds a datagram to the send batch, sending the batch first when
+// it is for another socket or full.
+func (l *loop) queue(fd int, v6, info bool, data []byte, to, from netip.AddrPort) {
+	tx := l.tx
+	if tx.fd != fd || tx.n == len(tx.hdrs) {
+		l.send()
+		tx.fd, tx.v6, tx.info = fd, v6, info
+	}
+	tx.add(data, to, from)
+}
+
+// send sends the batch queued.
+func (l *loop) send() {
+	if l.tx.n == 0 {
+		return
+	}
+	_, dropped := l.tx.flush()
+	if dropped > 0 {
+		l.srv.counters.sendDrops.Add(uint64(dropped))
+	}
+}
+
+// flush carries out the engine's commands in order: datagrams are batched
+// per socket; anything else first sends what is queued.
+func (l *loop) flush() {
+	out := &l.out
+	for i := 0; i < len(out.Cmds); i++ {
+		c := &out.Cmds[i]
+		switch c.Op {
+		case engine.OpSendClient:
+			if s := l.srv.udpSocket(c.Client.Socket); s != nil {
+				l.queue(s.fd, s.v6, s.info, c.Data, c.Client.Remote, c.Client.Local)
+			} else if sc := l.streams[c.Client.Socket]; sc != nil {
+				sc.write(c.Data)
+			}
+		case engine.OpSendPeer:
+			idx := c.Relay.Index()
+			if idx < len(l.relays) && l.relays[idx].used && l.relays[idx].fd >= 0 {
+				r := &l.relays[idx]
+				l.queue(r.fd, r.v6, false, c.Data, c.Peer, netip.AddrPort{})
+			}
+		default:
+			l.send()
+			l.control(c)
+		}
+	}
+	l.send()
+	out.Reset()
+}
+
+// setRelay stores a relay socket at index, growing the table.
+func (l *loop) setRelay(index int, r relaySock) {
+	for len(l.relays) <= index {
+		l.relays = append(l.relays, relaySock{fd: -1})
+	}
+	r.used = true
+	l.relays[index] = r
+	if r.fd >= 0 {
+		if err := l.watch(r.fd, evRelay, index); err != nil {
+			l.srv.log.Warn("relay socket not watched", "err", err)
+		}
+	}
+}
+
+// dropRelay forgets relay index and returns its socket.
+func (l *loop) dropRelay(index int) (relaySock, bool) {
+	if index >= len(l.relays) || !l.relays[index].used {
+		return relaySock{}, false
+	}
+	r := l.relays[index]
+	l.relays[index] = relaySock{fd: -1}
+	if r.fd >= 0 {
+		l.unwatch(r.fd)
+	}
+	return r, true
+}
+
+func (l *loop) closeRelay(r relaySock) {
+	if r.fd >= 0 {
+		_ = unix.Close(r.fd)
+	}
+	if r.tcp != nil {
+		_ = r.tcp.Close()
+		l.srv.ports.releaseTCP(r.addr)
+	}
+}
+
+// control carries out a command other than a send.
+func (l *loop) control(c *engine.Command) {
+	switch c.Op {
+	case engine.OpOpenRelay:
+		l.openRelay(c)
+	case engine.OpCloseRelay:
+		if r, ok := l.dropRelay(c.Relay.Index()); ok {
+			l.closeRelay(r)
+		}
+	case engine.OpAdoptRelay:
+		from := l.srv.loops[c.Old.Shard()]
+		from.box.post(msg{kind: msgGiveRelay, old: c.Old, relay: c.Relay, to: l})
+	case engine.OpConnectPeer:
+		l.srv.dial(l, c)
+	case engine.OpClosePeer:
+		l.srv.closePeer(c.Conn)
+	case engine.OpJoin:
+		if sc := l.streams[c.Client.Socket]; sc != nil {
+			delete(l.streams, sc.id)
+			l.srv.join(sc, c.Conn, c.Join)
+		}
+	case engine.OpCloseClient:
+		if sc := l.streams[c.Client.Socket]; sc != nil {
+			sc.close()
+		}
+	case engine.OpReroute:
+		if sc := l.streams[c.Client.Socket]; sc != nil {
+			delete(l.streams, sc.id)
+			to := l.srv.loops[c.Shard]
+			sc.owner.Store(to)
+			frame := getBuf(len(c.Data))
+			copy(*frame, c.Data)
+			to.box.post(msg{kind: msgFrame, sc: sc, frame: frame, n: len(c.Data)})
+		}
+	}
+}
+
+// openRelay binds the relay socket the engine asked for and reports the
+// outcome.
+func (l *loop) openRelay(c *engine.Command) {
+	now := time.Now()
+	o := c.Open
+	if o.TCP {
+		ln, addr, err := l.srv.ports.openTCP(o.Family)
+		if err == nil {
+			l.setRelay(c.Relay.Index(), relaySock{fd: -1, tcp: ln, addr: addr})
+			l.srv.acceptPeers(l, c.Relay, ln)
+		}
+		l.eng.RelayOpened(&l.out, c.Relay, addr, err, now)
+		return
+	}
+	a, b, err := l.srv.ports.openUDP(o.Family, o.Even, o.Pair != 0, o.DontFragment)
+	if err == nil {
+		l.setRelay(c.Relay.Index(), relaySock{fd: a.fd, v6: o.Family == 6, addr: a.addr})
+		if o.Pair != 0 {
+			l.setRelay(o.Pair.Index(), relaySock{fd: b.fd, v6: o.Family == 6, addr: b.addr})
+		}
+	}
+	l.eng.RelayOpened(&l.out, c.Relay, a.addr, err, now)
+}
+
+// drainInbox handles what other goroutines posted.
+func (l *loop) drainInbox() {
+	q := l.box.take(l.spare)
+	now := time.Now()
+	for i := range q {
+		m := &q[i]
+		switch m.kind {
+		case msgFrame:
+			if m.sc.owner.Load() != l {
+				m.sc.owner.Load().box.post(*m) // rerouted since it was posted
+				break
+			}
+			l.streams[m.sc.id] = m.sc
+			l.eng.HandleClient(&l.out, &m.sc.client, (*m.frame)[:m.n], now)
+			bind := m.sc.pendingBind.Load()
+			l.flush()
+			putBuf(m.frame)
+			if bind && m.sc.pendingBind.CompareAndSwap(true, false) {
+				m.sc.joinCh <- joinVerdict{} // answered without a join: go on reading frames
+			}
+			m.sc.credit()
+		case msgStreamOpened:
+			if !l.eng.StreamOpened(&m.sc.client, now) {
+				m.sc.close()
+				break
+			}
+			l.streams[m.sc.id] = m.sc
+		case msgStreamClosed:
+			delete(l.streams, m.sc.id)
+			l.eng.StreamClosed(&l.out, &m.sc.client, now)
+		case msgCall:
+			m.fn(l)
+			close(m.done)
+		case msgGiveRelay:
+			if r, ok := l.dropRelay(m.old.Index()); ok {
+				l.eng.RelayAdopted(m.old)
+				m.to.box.post(msg{kind: msgTakeRelay, relay: m.relay, sock: r})
+			}
+		case msgTakeRelay:
+			l.setRelay(m.relay.Index(), m.sock)
+		case msgPeerAccepted:
+			id, ok := l.eng.PeerAccepted(&l.out, m.relay, m.peer, now)
+			if !ok {
+				_ = m.conn.Close()
+				break
+			}
+			l.srv.addPeer(id, m.conn)
+		case msgPeerConnected:
+			if m.err == nil {
+				l.srv.addPeer(m.id, m.conn)
+			}
+			l.eng.PeerConnected(&l.out, m.id, m.err, now)
+		case msgPeerClosed:
+			l.eng.PeerClosed(m.id, now)
+		}
+		l.flush()
+		*m = msg{}
+	}
+	l.spare = q
+}
+
+// call runs fn on the loop and waits for it, unless the loop has ended.
+func (l *loop) call(fn func(*loop)) {
+	done := make(chan struct{})
+	if !l.box.post(msg{kind: msgCall, fn: fn, done: done}) {
+		return
+	}
+	select {
+	case <-done:
+	case <-l.done:
+	}
+}
