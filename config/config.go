@@ -166,7 +166,7 @@ func Default() Config {
 		Limits: defaultLimits(),
 
 		DrainTimeout: 30 * time.Second,
-		Engine:       EnginePion,
+		Engine:       EngineFerry,
 	}
 }
 

@@ -422,8 +422,10 @@ func (l *loop) drainInbox() {
 			bind := m.sc.pendingBind.Load()
 			l.flush()
 			putBuf(m.frame)
-			if bind && m.sc.pendingBind.CompareAndSwap(true, false) {
-				m.sc.joinCh <- joinVerdict{} // answered without a join: go on reading frames
+			// Answered without a join (and not handed to another loop):
+			// the reader goes on reading frames.
+			if bind && m.sc.owner.Load() == l && m.sc.pendingBind.CompareAndSwap(true, false) {
+				m.sc.joinCh <- joinVerdict{}
 			}
 			m.sc.credit()
 		case msgStreamOpened:

@@ -193,3 +193,24 @@ func serverGoroutines() []string {
 	}
 	return out
 }
+
+// RFC 6062 data connections land on any loop; the engine shard that owns
+// the CONNECTION-ID takes them over. Several in a row make sure some cross
+// loops.
+func TestConnectionBindAcrossLoops(t *testing.T) {
+	f := startServer(t, fixtureOpts{allowLoopback: true, loops: 4})
+	c := f.client(t, "tcp", testUser, testPass)
+	alloc, err := c.AllocateTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alloc.Close()
+	for i := range 8 {
+		data, err := alloc.DialTCP("tcp4", nil, tcpEchoPeer(t))
+		if err != nil {
+			t.Fatalf("data connection %d: %v", i, err)
+		}
+		echoThrough(t, data, []byte{byte('a' + i), 'x', 'y'})
+		_ = data.Close()
+	}
+}

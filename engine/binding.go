@@ -47,8 +47,17 @@ func (e *Engine) binding(out *Output, c *Client, m *stunwire.Message, reqLen int
 		b.AddAddress(stun.AttrResponseOrigin, from, false)
 		b.AddAddress(stun.AttrOtherAddress, set.Addr[ref.role^3], false)
 	}
-	if c.Transport != UDP {
-		b.AddSoftware(e.cfg.Software)
+	// SOFTWARE goes over connections, and on RFC 5780 listeners (whose
+	// clients, NAT discovery tools, show it) when the answer stays within
+	// the amplification cap.
+	if sw := e.cfg.Software; sw != "" && (c.Transport != UDP || nat) {
+		size := b.Len() + stunwire.AttrHeaderSize + stunwire.Pad4(min(len(sw), stunwire.MaxSoftware))
+		if m.HasFingerprint {
+			size += 8
+		}
+		if c.Transport != UDP || size <= max(maxAmplification*reqLen, minAmplificationCap) {
+			b.AddSoftware(sw)
+		}
 	}
 	e.sendFrom(out, c, sock, from, nil, m.HasFingerprint, reqLen)
 }

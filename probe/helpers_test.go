@@ -5,14 +5,12 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/dataplane"
 	"github.com/ferryrtc/ferry/internal/testutil"
 	"github.com/ferryrtc/ferry/listen"
-	"github.com/ferryrtc/ferry/rfc5780"
-	"github.com/ferryrtc/ferry/server"
 )
 
 const (
@@ -40,25 +38,35 @@ func startServer(t *testing.T, o serverOpts) netip.AddrPort {
 	cfg.Auth.Secrets = []string{testSecret}
 	cfg.Listen = []string{"udp://127.0.0.1:0"}
 	ls, _ := cfg.Listeners()
-	pcs, err := listen.UDP(t.Context(), ls[0], 1)
+	set, bound, err := listen.Open(t.Context(), ls, nil, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	primary := addrOf(pcs[0].LocalAddr())
-	so := server.Options{Config: cfg, RelayV4: netip.MustParseAddr("127.0.0.1"), Log: testutil.LoggerAt(t, slog.LevelInfo)}
+	primary := bound[0].Addr
+	var nat []dataplane.NATSockets
 	if o.alt {
-		a, err := rfc5780.ListenAlternates(t.Context(), primary, netip.MustParseAddr("127.0.0.2"), 0)
-		if err != nil {
+		a2 := netip.MustParseAddr("127.0.0.2")
+		n := dataplane.NATSockets{Primary: primary}
+		if n.Alt[0], err = listen.UDPAt(netip.AddrPortFrom(a2, primary.Port())); err != nil {
 			t.Fatal(err)
 		}
-		so.Alternates = map[netip.AddrPort]rfc5780.Alternates{primary: a}
+		if n.Alt[1], err = listen.UDPAt(netip.AddrPortFrom(primary.Addr(), 0)); err != nil {
+			t.Fatal(err)
+		}
+		if n.Alt[2], err = listen.UDPAt(netip.AddrPortFrom(a2, n.Alt[1].Addr.Port())); err != nil {
+			t.Fatal(err)
+		}
+		nat = append(nat, n)
 	}
-	snap, err := auth.NewSnapshot(cfg.Realm, cfg.Auth.Users, cfg.Auth.Secrets)
+	so, err := dataplane.OptionsFrom(cfg, netip.MustParseAddr("127.0.0.1"), netip.Addr{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	so.Auth = auth.New(snap, testutil.LoggerAt(t, slog.LevelInfo), time.Now)
-	srv, err := server.New(so, server.Sockets{Packet: pcs})
+	if so.Credentials, err = auth.NewSnapshot(cfg.Realm, cfg.Auth.Users, cfg.Auth.Secrets); err != nil {
+		t.Fatal(err)
+	}
+	so.Loops, so.Log = 1, testutil.LoggerAt(t, slog.LevelInfo)
+	srv, err := dataplane.New(so, dataplane.SocketsFrom(set, nat))
 	if err != nil {
 		t.Fatal(err)
 	}

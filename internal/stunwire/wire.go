@@ -21,9 +21,11 @@ const (
 	// length.
 	ChannelHeaderSize = 4
 	// MinChannel and MaxChannel bound the channel numbers a client may
-	// bind (RFC 8656 §12).
+	// bind: RFC 5766's 0x4000-0x7FFE. RFC 8656 §12 narrowed new bindings to
+	// 0x4000-0x4FFF, but coturn's clients still pick numbers up to 0x7FFE,
+	// and a server loses nothing by accepting them.
 	MinChannel = 0x4000
-	MaxChannel = 0x4FFF
+	MaxChannel = 0x7FFE
 
 	// Address families in XOR-*-ADDRESS and REQUESTED-ADDRESS-FAMILY.
 	FamilyIPv4 = 0x01
@@ -66,11 +68,11 @@ type Kind uint8
 const (
 	KindOther       Kind = iota // neither: dropped
 	KindSTUN                    // a STUN message (top two bits zero)
-	KindChannelData             // ChannelData (first byte 0x40-0x4F)
+	KindChannelData             // ChannelData (first byte 0x40-0x7F)
 )
 
 // Classify looks at the first byte only (RFC 7983 demultiplexing, narrowed
-// to what a TURN server accepts): 0-3 STUN, 0x40-0x4F ChannelData.
+// to what a TURN server accepts): 0-3 STUN, 0x40-0x7F ChannelData.
 func Classify(b []byte) Kind {
 	if len(b) == 0 {
 		return KindOther
@@ -78,7 +80,7 @@ func Classify(b []byte) Kind {
 	switch c := b[0]; {
 	case c < 4:
 		return KindSTUN
-	case c >= 0x40 && c <= 0x4F:
+	case c >= 0x40 && c <= 0x7F:
 		return KindChannelData
 	}
 	return KindOther
@@ -86,7 +88,7 @@ func Classify(b []byte) Kind {
 
 // ChannelData splits a ChannelData message: the channel number and the
 // application data. ok is false when the header is short, the number is
-// outside 0x4000-0x4FFF or the length field exceeds the bytes (padding
+// outside MinChannel-MaxChannel or the length field exceeds the bytes (padding
 // after the data is allowed, as over TCP).
 func ChannelData(b []byte) (channel uint16, data []byte, ok bool) {
 	if len(b) < ChannelHeaderSize {

@@ -181,8 +181,8 @@ func TestChannelDataAndFraming(t *testing.T) {
 	if !ok || ch != 0x4001 || string(data) != "abc" {
 		t.Fatalf("%x %q %v", ch, data, ok)
 	}
-	if _, _, ok := ChannelData([]byte{0x50, 0, 0, 0}); ok {
-		t.Fatal("channel 0x5000 accepted")
+	if _, _, ok := ChannelData([]byte{0x7F, 0xFF, 0, 0}); ok {
+		t.Fatal("channel 0x7FFF accepted")
 	}
 	if _, _, ok := ChannelData([]byte{0x40, 0, 0, 9, 1}); ok {
 		t.Fatal("length past the end accepted")

@@ -154,7 +154,7 @@ func TestExpiredCredentialRefused(t *testing.T) {
 			t.Fatalf("an expired credential got a relay candidate: %s", c)
 		}
 	}
-	if !regexp.MustCompile(`msg="auth: credential refused" username=` + regexp.QuoteMeta(username) + `.* method=Allocate .*reason="credential expired"`).MatchString(f.Log()) {
+	if !regexp.MustCompile(`msg="credential refused" username=` + regexp.QuoteMeta(username) + ` reason="credential expired" method=Allocate `).MatchString(f.Log()) {
 		t.Fatal("ferry did not log refusing the expired credential")
 	}
 	got := false
