@@ -11,7 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/ferryrtc/ferry/relay"
+	"github.com/ferryrtc/ferry/engine"
 )
 
 // Prefix is the path the admin API is mounted under.
@@ -22,20 +22,16 @@ type Options struct {
 	// Token is the bearer token callers must present; empty turns the API
 	// off until SetToken gives it one.
 	Token string
-	// Table lists and closes allocations (ferry's own engine).
+	// Table lists and closes allocations.
 	Table Table
-	// Tracker lists and closes allocations on the pion path; used when
-	// Table is nil.
-	Tracker *relay.Tracker
 	// Log receives one line per state-changing call; nil discards.
 	Log *slog.Logger
 }
 
 // Table is the allocation table the admin API lists and closes from.
 type Table interface {
-	// Allocations returns the number of live allocations and a
-	// JSON-encodable list of them.
-	Allocations() (int, any)
+	// List returns the live allocations.
+	List() []engine.AllocationInfo
 	// CloseRelay closes the allocations with relayed address relay;
 	// transport "udp", "tcp" or "" for both. It returns how many.
 	CloseRelay(relay netip.AddrPort, transport string) int
@@ -45,24 +41,9 @@ type Table interface {
 
 // AllocationList is the body of GET /v1/admin/allocations.
 type AllocationList struct {
-	Count       int `json:"count"`
-	Allocations any `json:"allocations"`
+	Count       int                     `json:"count"`
+	Allocations []engine.AllocationInfo `json:"allocations"`
 }
-
-// trackerTable is the pion path's Tracker as a Table.
-type trackerTable struct{ t *relay.Tracker }
-
-func (t trackerTable) Allocations() (int, any) {
-	all := t.t.List()
-	return len(all), all
-}
-
-func (t trackerTable) CloseRelay(relay netip.AddrPort, transport string) int {
-	n, _ := t.t.Close(relay, transport)
-	return n
-}
-
-func (t trackerTable) CloseUser(user string) int { return t.t.CloseUser(user) }
 
 // Closed is the body of the DELETE calls.
 type Closed struct {
@@ -81,9 +62,6 @@ type Handler struct {
 // New returns the admin API handler for every path under Prefix. It
 // refuses to build without a tracker.
 func New(o Options) (*Handler, error) {
-	if o.Table == nil && o.Tracker != nil {
-		o.Table = trackerTable{o.Tracker}
-	}
 	if o.Table == nil {
 		return nil, errors.New("admin: no allocation table")
 	}
@@ -139,8 +117,11 @@ func authorized(r *http.Request, want *[sha256.Size]byte) bool {
 }
 
 func (h *Handler) list(w http.ResponseWriter, _ *http.Request) {
-	n, all := h.table.Allocations()
-	writeJSON(w, http.StatusOK, AllocationList{Count: n, Allocations: all})
+	all := h.table.List()
+	if all == nil {
+		all = []engine.AllocationInfo{}
+	}
+	writeJSON(w, http.StatusOK, AllocationList{Count: len(all), Allocations: all})
 }
 
 // closeOne closes the allocation with relay address {relay}, IP:PORT as
@@ -155,7 +136,7 @@ func (h *Handler) closeOne(w http.ResponseWriter, r *http.Request) {
 	}
 	transport := r.URL.Query().Get("transport")
 	switch transport {
-	case "", relay.TransportUDP, relay.TransportTCP:
+	case "", "udp", "tcp":
 	default:
 		writeError(w, http.StatusBadRequest, "transport "+quote(transport)+" is not udp or tcp")
 		return

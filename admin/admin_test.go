@@ -2,52 +2,80 @@ package admin
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/ferryrtc/ferry/relay"
+	"github.com/ferryrtc/ferry/engine"
 )
 
 const token = "admin-token-0123456789"
 
-// liveAllocation opens a loopback UDP socket, registers it with tr as a
-// relay socket and announces its allocation for user, as pion would.
-func liveAllocation(t *testing.T, tr *relay.Tracker, user string) (net.PacketConn, string) {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	wrapped := tr.WrapPacketConn(pc, pc.LocalAddr())
-	client := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-	tr.Events().OnAllocationCreated(client, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478}, "UDP", user, "ferry.test", pc.LocalAddr(), 0)
-	return wrapped, pc.LocalAddr().String()
+// table is an allocation table in memory, as the engine's shards would
+// list and close them.
+type table struct {
+	mu    sync.Mutex
+	all   []engine.AllocationInfo
+	ended int
 }
 
-func closedSocket(pc net.PacketConn) bool {
-	_ = pc.SetReadDeadline(time.Now().Add(time.Millisecond))
-	_, _, err := pc.ReadFrom(make([]byte, 10))
-	return errors.Is(err, net.ErrClosed)
+func (tb *table) add(user, relay string) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	tb.all = append(tb.all, engine.AllocationInfo{ID: uint64(len(tb.all) + 1), User: user, Username: user,
+		Relay: relay, RelayTransport: "udp", Client: "127.0.0.1:40000", Transport: "udp", Created: time.Unix(1_800_000_000, 0)})
+}
+
+func (tb *table) List() []engine.AllocationInfo {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return append([]engine.AllocationInfo(nil), tb.all...)
+}
+
+func (tb *table) closeWhere(match func(engine.AllocationInfo) bool) int {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	kept := tb.all[:0]
+	n := 0
+	for _, a := range tb.all {
+		if match(a) {
+			n++
+			continue
+		}
+		kept = append(kept, a)
+	}
+	tb.all = kept
+	tb.ended += n
+	return n
+}
+
+func (tb *table) CloseRelay(relay netip.AddrPort, transport string) int {
+	return tb.closeWhere(func(a engine.AllocationInfo) bool {
+		return a.Relay == relay.String() && (transport == "" || transport == a.RelayTransport)
+	})
+}
+
+func (tb *table) CloseUser(user string) int {
+	return tb.closeWhere(func(a engine.AllocationInfo) bool { return a.User == user })
 }
 
 func TestAdminAPI(t *testing.T) {
-	tr := relay.NewTracker(relay.TrackerOptions{})
-	h, err := New(Options{Token: token, Tracker: tr})
+	tr := &table{}
+	h, err := New(Options{Token: token, Table: tr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	alice1, relay1 := liveAllocation(t, tr, "alice")
-	bob, relayBob := liveAllocation(t, tr, "bob")
-	alice2, _ := liveAllocation(t, tr, "alice")
+	relay1, relayBob := "127.0.0.1:50001", "127.0.0.1:50002"
+	tr.add("alice", relay1)
+	tr.add("bob", relayBob)
+	tr.add("alice", "127.0.0.1:50003")
 
 	tests := []struct {
 		name, method, path, auth string
@@ -94,26 +122,21 @@ func TestAdminAPI(t *testing.T) {
 			}
 		})
 	}
-	if !closedSocket(bob) || !closedSocket(alice1) || !closedSocket(alice2) {
-		t.Fatal("closed allocations' relay sockets are still open")
-	}
-	if s := tr.Stats(); s.Ended[relay.EndAdmin] != 3 {
-		t.Fatalf("ended %v, want 3 by admin", s.Ended)
+	if tr.ended != 3 || len(tr.List()) != 0 {
+		t.Fatalf("ended %d, left %d; want 3 closed, none left", tr.ended, len(tr.List()))
 	}
 }
 
 func TestAdminListJSON(t *testing.T) {
-	tr := relay.NewTracker(relay.TrackerOptions{})
-	_, relayAddr := liveAllocation(t, tr, "carol")
-	h, _ := New(Options{Token: token, Tracker: tr})
+	tr := &table{}
+	relayAddr := "127.0.0.1:50001"
+	tr.add("carol", relayAddr)
+	h, _ := New(Options{Token: token, Table: tr})
 	req := httptest.NewRequest("GET", Prefix+"allocations", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
-	var got struct {
-		Count       int                `json:"count"`
-		Allocations []relay.Allocation `json:"allocations"`
-	}
+	var got AllocationList
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 		t.Fatalf("%v: %s", err, rec.Body)
 	}
@@ -127,18 +150,15 @@ func TestAdminListJSON(t *testing.T) {
 }
 
 func TestNewRefuses(t *testing.T) {
-	tr := relay.NewTracker(relay.TrackerOptions{})
-	_ = tr
 	if _, err := New(Options{Token: token}); err == nil {
-		t.Error("New without a tracker accepted")
+		t.Error("New without a table accepted")
 	}
 }
 
 // TestSetToken: a reload replaces the token for the next request, and an
 // empty token turns the API off (also from the start).
 func TestSetToken(t *testing.T) {
-	tr := relay.NewTracker(relay.TrackerOptions{})
-	h, err := New(Options{Tracker: tr})
+	h, err := New(Options{Table: &table{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,8 @@
 //	DELETE /v1/admin/allocations/{relay}          close one (relay IP:PORT)
 //	DELETE /v1/admin/users/{user}/allocations     close all of one user's
 //
-// It reads and acts through a relay.Tracker: closing an allocation closes
-// its relay socket, pion then deletes the allocation, and the client's next
-// Refresh fails with 437 while its ChannelData goes nowhere.
+// It reads and acts through a Table, the engine's allocation table
+// (dataplane.Server): closing an allocation ends it in its engine shard,
+// which closes its relay sockets at once; the client's next Refresh gets
+// 437, so it reallocates instead of waiting for a timeout.
 package admin

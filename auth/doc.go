@@ -1,19 +1,13 @@
 // Package auth owns ferry's long-term credentials (RFC 8489 §9.2): static
 // users ("name=password" or coturn's precomputed "name=0x<md5 key>"), TURN
 // REST API shared secrets (draft-uberti-behave-turn-rest, coturn's
-// use-auth-secret) including rotation across several secrets, minting of REST
-// credentials, and the pion turn.AuthHandler that answers from an immutable
-// Snapshot swapped atomically on reload.
+// use-auth-secret) including rotation across several secrets, and minting
+// of REST credentials. A Snapshot is one immutable set of them; a Store
+// holds the snapshot in force, swapped atomically on reload.
 //
-// Policy: a REST credential's expiry is checked on Allocate only, so calls
-// survive their credential's expiry on Refresh, CreatePermission, ChannelBind
-// and Connect.
-//
-// pion's AuthHandler returns a single key and never sees the message, so with
-// several secrets it cannot know which one signed a credential. The edge
-// package therefore calls Authenticator.Inspect (or Screen) with every
-// authenticated STUN request before pion handles it; auth verifies
-// MESSAGE-INTEGRITY against each secret and remembers the key that matched.
-// Screen additionally answers refused credentials with 401 (REALM, NONCE),
-// which pion v5.0.13 answers with a bare 400.
+// Snapshot.Credential turns a user name into the candidate long-term keys
+// the engine checks a request's MESSAGE-INTEGRITY with, the quota user it
+// counts against and, for a REST credential, its expiry. The engine checks
+// the expiry on Allocate only and keeps the key an allocation was granted
+// with, so calls outlive their credential and the secret that signed it.
 package auth

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pion/turn/v5"
+	"github.com/ferryrtc/ferry/internal/stunwire"
 )
 
 // restSeparator separates the expiry from the user in a REST username.
@@ -56,8 +56,8 @@ func (s *Snapshot) Mint(user string, ttl time.Duration, now time.Time) (username
 }
 
 // parseRESTUsername splits a REST username "<expiry>" or "<expiry>:<user>"
-// into the expiry (unix seconds, decimal digits only) and the user ID pion
-// should see: the user part, or the whole username when there is none.
+// into the expiry (unix seconds, decimal digits only) and the user part,
+// or the whole username when there is none.
 func parseRESTUsername(username string) (expiry int64, userID string, err error) {
 	ts, user, hasUser := strings.Cut(username, restSeparator)
 	if ts == "" {
@@ -93,5 +93,6 @@ func restPassword(secret []byte, username string) string {
 
 // restKey is the long-term key of a REST credential signed with secret.
 func restKey(secret []byte, username, realm string) []byte {
-	return turn.GenerateAuthKey(username, realm, restPassword(secret, username))
+	key := stunwire.LongTermKey(username, realm, restPassword(secret, username))
+	return key[:]
 }

@@ -1,13 +1,15 @@
 package auth
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
+
+	"github.com/ferryrtc/ferry/internal/stunwire"
 )
 
 func TestParseRESTUsername(t *testing.T) {
@@ -98,14 +100,12 @@ func TestSnapshotMint(t *testing.T) {
 	if _, want := Mint(secretA, "carol", 10*time.Minute, t0()); password != want {
 		t.Errorf("password not signed with the first secret")
 	}
-	// Round trip through the handler.
-	a := New(s, nil, fixedClock(t0()))
-	userID, key, ok := a.Handler()(&turn.RequestAttributes{Username: username, Realm: testRealm})
-	if !ok || userID != "carol" {
-		t.Fatalf("handler = %q, %v; want carol, true", userID, ok)
-	}
-	if !verifies(t, signedRequest(t, stun.MethodAllocate, username, testRealm, password), key) {
-		t.Error("handler key does not verify a request signed with the minted password")
+	// Round trip through Credential: the first key is the one the minted
+	// password gives.
+	c, _, ok := s.Credential(username)
+	want := stunwire.LongTermKey(username, testRealm, password)
+	if !ok || c.User != "carol" || !bytes.Equal(c.Keys[0], want[:]) {
+		t.Fatalf("Credential = %+v, %v; want carol with the minted password's key first", c, ok)
 	}
 
 	errTests := []struct {

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/pion/turn/v5"
+	"github.com/ferryrtc/ferry/internal/stunwire"
 )
 
 // Compile-time interface guards.
@@ -67,7 +67,8 @@ func NewSnapshot(realm string, users []string, secrets []string) (*Snapshot, err
 			s.users[name] = key
 			continue
 		}
-		s.users[name] = turn.GenerateAuthKey(name, realm, pass)
+		key := stunwire.LongTermKey(name, realm, pass)
+		s.users[name] = key[:]
 	}
 	for i, secret := range secrets {
 		if secret == "" {

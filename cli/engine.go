@@ -16,7 +16,7 @@ import (
 	"github.com/ferryrtc/ferry/metrics"
 )
 
-// turnServer is what serve needs of the TURN server, on either engine.
+// turnServer is what serve needs of the TURN server.
 type turnServer interface {
 	AllocationCount() int
 	Drain()
@@ -32,11 +32,10 @@ type started struct {
 	bound   []config.Listener
 	metrics http.Handler
 	admin   func(config.Config, *slog.Logger) (*admin.Handler, error)
-	engine  *dataplane.Server // nil on the pion path
 }
 
-// startEngine opens the sockets and starts ferry's own engine on them.
-func startEngine(ctx context.Context, cfg config.Config, ls []config.Listener, certs *listen.Certs,
+// start opens the sockets and starts the engine and its data plane on them.
+func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *listen.Certs,
 	relay4, relay6 netip.Addr, ifAddrs []netip.Addr, st *runtimeState, log *slog.Logger) (*started, error) {
 	loops := cfg.UDPSockets
 	if loops == 0 {
@@ -77,7 +76,7 @@ func startEngine(ctx context.Context, cfg config.Config, ls []config.Listener, c
 	}
 	st.onCredentials = srv.SetCredentials
 	go followAddresses(ctx, cfg, relay4, relay6, bound, srv, log)
-	m := metrics.NewForEngine(metrics.EngineSource{
+	m := metrics.New(metrics.Source{
 		Stats:             srv.Stats,
 		Draining:          srv.Draining,
 		PeerDenialReasons: srv.Shared().PeerDenialReasons(),
@@ -86,7 +85,6 @@ func startEngine(ctx context.Context, cfg config.Config, ls []config.Listener, c
 		srv:     srv,
 		bound:   bound,
 		metrics: m.Handler(),
-		engine:  srv,
 		admin: func(cfg config.Config, log *slog.Logger) (*admin.Handler, error) {
 			return admin.New(admin.Options{Token: cfg.HTTP.AdminToken, Table: srv, Log: log})
 		},

@@ -20,7 +20,7 @@ import (
 type httpDeps struct {
 	cfg      config.Config
 	srv      turnServer
-	authn    *auth.Authenticator
+	authn    *auth.Store
 	bound    []config.Listener
 	log      *slog.Logger
 	draining *atomic.Bool

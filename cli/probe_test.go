@@ -4,47 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 
+	"github.com/ferryrtc/ferry/internal/testutil"
 	"github.com/ferryrtc/ferry/probe"
-	"github.com/ferryrtc/ferry/rfc5780"
 )
 
-// stunResponder answers Binding requests on a loopback socket (the rfc5780
-// layer alone, without alternates) until the test ends.
-func stunResponder(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := rfc5780.New(rfc5780.Options{Software: "ferry-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrapped := r.Wrap(pc)
-	done := make(chan struct{})
-	go func() { // pion's place: read whatever is not a Binding request
-		defer close(done)
-		buf := make([]byte, 1600)
-		for {
-			if _, _, err := wrapped.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		_ = wrapped.Close()
-		<-done
-		_ = r.Close()
-	})
-	return pc.LocalAddr().String()
-}
-
 func TestProbeCommand(t *testing.T) {
-	addr := stunResponder(t)
+	addr, _ := testutil.PionServer(t, "ferry.test", testutil.StaticAuth("u", "ferry.test", "p"))
 	tests := []struct {
 		name string
 		args []string
@@ -53,7 +21,7 @@ func TestProbeCommand(t *testing.T) {
 		err  string // substring of stderr
 	}{
 		{name: "stun text", args: []string{"probe", "stun://" + addr}, out: "mapping              unknown"},
-		{name: "stun json", args: []string{"probe", "stun://" + addr, "--json"}, out: `"software": "ferry-test"`},
+		{name: "stun json", args: []string{"probe", "stun://" + addr, "--json"}, out: `"mapped": "127.0.0.1:`},
 		{name: "bad url", args: []string{"probe", "http://x"}, code: 2, err: "not stun or turn"},
 		{name: "no url", args: []string{"probe"}, code: 1, err: "accepts 1 arg"},
 		{name: "turn without credentials", args: []string{"probe", "turn://" + addr}, code: 2, err: "--user and --password, or --secret"},

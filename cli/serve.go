@@ -5,12 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
-	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -23,8 +20,6 @@ import (
 	"github.com/ferryrtc/ferry/creds"
 	"github.com/ferryrtc/ferry/httpapi"
 	"github.com/ferryrtc/ferry/listen"
-	"github.com/ferryrtc/ferry/rfc5780"
-	"github.com/ferryrtc/ferry/server"
 )
 
 func newServe(e *env) *cobra.Command {
@@ -56,7 +51,7 @@ once and exits 0.`,
 type runtimeState struct {
 	cfg       config.Config
 	generated string // secret made for this run, if none was configured
-	authn     *auth.Authenticator
+	authn     *auth.Store
 	certs     *listen.Certs
 	api       *httpapi.API   // credentials API; nil without http.listen
 	admin     *admin.Handler // admin API; nil without http.listen
@@ -87,7 +82,7 @@ func serve(cmd *cobra.Command, e *env) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	st.authn = auth.New(snap, log, time.Now)
+	st.authn = auth.NewStore(snap)
 
 	listeners, _ := cfg.Listeners()
 	ifAddrs := listen.InterfaceAddrs()
@@ -104,12 +99,7 @@ func serve(cmd *cobra.Command, e *env) error {
 			func(err error) { log.Error("TLS certificate reload failed; serving the old one", "err", err) },
 			func() { log.Info("TLS certificate reloaded from disk") })
 	}
-	var run *started
-	if cfg.Engine == config.EngineFerry {
-		run, err = startEngine(ctx, cfg, listeners, st.certs, relay4, relay6, ifAddrs, st, log)
-	} else {
-		run, err = startPion(ctx, cfg, listeners, st.certs, relay4, relay6, ifAddrs, st, log)
-	}
+	run, err := start(ctx, cfg, listeners, st.certs, relay4, relay6, ifAddrs, st, log)
 	if err != nil {
 		return err
 	}
@@ -159,7 +149,7 @@ func serve(cmd *cobra.Command, e *env) error {
 	for _, l := range bound {
 		attrs = append(attrs, "listen", l.String())
 	}
-	attrs = append(attrs, "relay_v4", relay4, "relay_v6", relay6, "relay_ports", cfg.Relay.Ports, "engine", cfg.Engine)
+	attrs = append(attrs, "relay_v4", relay4, "relay_v6", relay6, "relay_ports", cfg.Relay.Ports)
 	log.Info("ferry ready", attrs...)
 	if !cfg.Relay.AllowLoopbackPeers && len(cfg.Relay.AllowedPeers) == 0 {
 		log.Info("peer policy: relaying only to public addresses (see relay.allowed-peers)")
@@ -319,158 +309,4 @@ func relayIPs(cfg config.Config, ifAddrs []netip.Addr) (v4, v6 netip.Addr, err e
 		v4, v6 = listen.DetectRelayIPs(ifAddrs)
 	}
 	return v4, v6, nil
-}
-
-// openSockets opens every listener. With the embedded default listeners an
-// IPv6 wildcard the host cannot bind is skipped with a warning. It returns
-// the listeners as bound (real ports when 0 was asked for).
-func openSockets(ctx context.Context, cfg config.Config, ls []config.Listener, certs *listen.Certs, log *slog.Logger) (server.Sockets, []config.Listener, error) {
-	var s server.Sockets
-	var bound []config.Listener
-	fail := func(err error) (server.Sockets, []config.Listener, error) {
-		for _, pc := range s.Packet {
-			_ = pc.Close()
-		}
-		for _, l := range s.Stream {
-			_ = l.Close()
-		}
-		return server.Sockets{}, nil, err
-	}
-	n := cfg.UDPSockets
-	if n == 0 {
-		n = runtime.NumCPU()
-	}
-	for _, l := range ls {
-		var addr net.Addr
-		var err error
-		switch l.Transport {
-		case config.UDP:
-			var pcs []net.PacketConn
-			pcs, err = listen.UDP(ctx, l, n)
-			if err == nil {
-				s.Packet = append(s.Packet, pcs...)
-				addr = pcs[0].LocalAddr()
-			}
-		case config.TCP:
-			var ln net.Listener
-			ln, err = listen.TCP(ctx, l)
-			if err == nil {
-				s.Stream = append(s.Stream, ln)
-				addr = ln.Addr()
-			}
-		case config.TLSt:
-			var ln net.Listener
-			ln, err = listen.TLS(ctx, l, certs)
-			if err == nil {
-				s.Stream = append(s.Stream, ln)
-				addr = ln.Addr()
-			}
-		case config.DTLS:
-			var ln net.Listener
-			ln, err = listen.DTLS(l, certs)
-			if err == nil {
-				s.Stream = append(s.Stream, ln)
-				addr = ln.Addr()
-			}
-		}
-		if err != nil {
-			if cfg.DefaultListen() && l.Addr.Addr().Is6() && listen.Unavailable(err) {
-				log.Warn("IPv6 is not available on this host; serving IPv4 only", "listener", l.String(), "err", err)
-				continue
-			}
-			return fail(&exitError{code: 1, err: err})
-		}
-		b := l
-		if ap, perr := netip.ParseAddrPort(addr.String()); perr == nil {
-			b.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		}
-		bound = append(bound, b)
-	}
-	if len(bound) == 0 {
-		return fail(&exitError{code: 1, err: errors.New("no listener could be opened")})
-	}
-	return s, bound, nil
-}
-
-// startPion opens the sockets and starts pion's TURN server on them.
-func startPion(ctx context.Context, cfg config.Config, listeners []config.Listener, certs *listen.Certs,
-	relay4, relay6 netip.Addr, ifAddrs []netip.Addr, st *runtimeState, log *slog.Logger) (*started, error) {
-	socks, bound, err := openSockets(ctx, cfg, listeners, certs, log)
-	if err != nil {
-		return nil, err
-	}
-	alts, err := openAlternates(ctx, cfg, bound)
-	if err != nil {
-		closeSockets(socks)
-		return nil, &exitError{code: 1, err: err}
-	}
-	self := append([]netip.Addr(nil), ifAddrs...)
-	for _, l := range bound {
-		self = append(self, l.Addr.Addr())
-	}
-	op := newOps(bound, log)
-	srv, err := server.New(op.serverOptions(server.Options{
-		Config:  cfg,
-		RelayV4: relay4,
-		RelayV6: relay6,
-		Self:    self,
-		Auth:    st.authn,
-		Log:     log,
-
-		Alternates: alts,
-	}), socks)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.register(srv); err != nil {
-		_ = srv.Close()
-		return nil, err
-	}
-	return &started{srv: srv, bound: bound, metrics: op.metrics.Handler(), admin: op.adminHandler}, nil
-}
-
-// closeSockets closes every socket in s.
-func closeSockets(s server.Sockets) {
-	for _, pc := range s.Packet {
-		_ = pc.Close()
-	}
-	for _, l := range s.Stream {
-		_ = l.Close()
-	}
-}
-
-// openAlternates opens the RFC 5780 alternate sockets (alt-ip, alt-port) of
-// every bound UDP listener of alt-ip's family. Config validation has made
-// sure those listeners name their address.
-func openAlternates(ctx context.Context, cfg config.Config, bound []config.Listener) (map[netip.AddrPort]rfc5780.Alternates, error) {
-	alt, err := cfg.AltAddr()
-	if err != nil || !alt.IsValid() {
-		return nil, err
-	}
-	ephemeral := map[netip.Addr]bool{} // UDP listeners configured with port 0
-	ls, _ := cfg.Listeners()
-	for _, l := range ls {
-		if l.Transport == config.UDP && l.Addr.Port() == 0 {
-			ephemeral[l.Addr.Addr()] = true
-		}
-	}
-	out := map[netip.AddrPort]rfc5780.Alternates{}
-	for _, l := range bound {
-		if l.Transport != config.UDP || l.Addr.Addr().Is4() != alt.Is4() {
-			continue
-		}
-		port := cfg.AltPortFor(l.Addr.Port())
-		if ephemeral[l.Addr.Addr()] {
-			port = cfg.AltPortFor(0) // an ephemeral listener gets an ephemeral alternate
-		}
-		a, err := rfc5780.ListenAlternates(ctx, l.Addr, alt, port)
-		if err != nil {
-			for _, a := range out {
-				_ = a.Close()
-			}
-			return nil, fmt.Errorf("alt-ip/alt-port for listener %s: %w", l, err)
-		}
-		out[l.Addr] = a
-	}
-	return out, nil
 }

@@ -52,18 +52,7 @@ type Config struct {
 	// relaying (new ones refused, /readyz failing) before ferry exits; 0
 	// exits at once.
 	DrainTimeout time.Duration `mapstructure:"drain-timeout"`
-
-	// Engine picks the TURN server core: "ferry" (ferry's own engine and
-	// event-loop data plane) or "pion" (pion/turn's server, the older
-	// path, kept while the switch is made).
-	Engine string `mapstructure:"engine"`
 }
-
-// The TURN server cores Engine may name.
-const (
-	EngineFerry = "ferry"
-	EnginePion  = "pion"
-)
 
 // TLS names the certificate and key served on tls:// and dtls:// listeners.
 type TLS struct {
@@ -166,7 +155,6 @@ func Default() Config {
 		Limits: defaultLimits(),
 
 		DrainTimeout: 30 * time.Second,
-		Engine:       EngineFerry,
 	}
 }
 
@@ -465,11 +453,6 @@ func (c *Config) Validate() error {
 	c.HTTP.validate(add)
 	c.validateQuota(add)
 	c.validateOps(add)
-	switch c.Engine {
-	case EngineFerry, EnginePion:
-	default:
-		add("engine", fmt.Errorf("%q is not an engine; use ferry or pion", c.Engine))
-	}
 	return errors.Join(errs...)
 }
 

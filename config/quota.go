@@ -32,14 +32,20 @@ type Quota struct {
 // Limits are the abuse limits applied per client IP address before any
 // request reaches the TURN server, and the nonce rules.
 type Limits struct {
-	// AllocateRate and AllocateBurst limit Allocate requests and
-	// unauthenticated requests (other than Binding) per client IP (IPv6:
-	// per /64): per minute on average, at once. Excess is dropped.
+	// AllocateRate and AllocateBurst limit, per client IP (IPv6: per /64),
+	// the UDP requests ferry answers before a credential is checked (the
+	// 401 and 438 challenges, and errors to requests without a valid
+	// nonce): per minute on average, at once. Excess is dropped. Requests
+	// with a valid nonce, and connections (TCP, TLS, DTLS), whose address
+	// the handshake proves, are not limited.
 	AllocateRate  int `mapstructure:"allocate-rate"`
 	AllocateBurst int `mapstructure:"allocate-burst"`
-	// AuthFailureRate and AuthFailureBurst limit refused credentials per
-	// client IP; past them the IP's authenticated requests are dropped
-	// until the bucket refills.
+	// AuthFailureRate and AuthFailureBurst limit refused credentials of one
+	// user name from one client IP (per minute, at once); past them that
+	// user name's requests from that IP get 401 without a check until the
+	// bucket refills. Other users behind the same IP and the same user
+	// elsewhere are not affected, and only requests with a valid nonce
+	// (sent to their source) count.
 	AuthFailureRate  int `mapstructure:"auth-failure-rate"`
 	AuthFailureBurst int `mapstructure:"auth-failure-burst"`
 	// TrackedIPs is how many client IPs each limit remembers.
@@ -47,8 +53,8 @@ type Limits struct {
 	// NonceLifetime is how long a nonce is accepted (1m to 1h); older
 	// nonces get 438 (Stale Nonce).
 	NonceLifetime time.Duration `mapstructure:"nonce-lifetime"`
-	// BindNonces makes a nonce valid only from the IP address it was sent
-	// to.
+	// BindNonces makes a nonce valid only from the transport address (IP
+	// and port) it was sent to.
 	BindNonces bool `mapstructure:"bind-nonces"`
 }
 
@@ -115,11 +121,11 @@ func (c *Config) validateQuota(add func(string, error)) {
 		add("limits.tracked-ips", fmt.Errorf("%d is out of range; use 1 to 16777216", c.Limits.TrackedIPs))
 	}
 	if d := c.Quota.MaxLifetime; d < time.Minute || d > time.Hour || d%time.Second != 0 {
-		add("quota.max-lifetime", fmt.Errorf("%s is out of range; use whole seconds from 1m to 1h (pion never grants more than 1h)", d))
+		add("quota.max-lifetime", fmt.Errorf("%s is out of range; use whole seconds from 1m to 1h", d))
 	} else if c.Relay.AllocationLifetime > d {
 		add("quota.max-lifetime", fmt.Errorf("%s is below relay.allocation-lifetime %s; raise it or lower the default lifetime", d, c.Relay.AllocationLifetime))
 	}
 	if d := c.Limits.NonceLifetime; d < time.Minute || d > time.Hour {
-		add("limits.nonce-lifetime", fmt.Errorf("%s is out of range; use 1m to 1h (pion's nonces last 1h)", d))
+		add("limits.nonce-lifetime", fmt.Errorf("%s is out of range; use 1m to 1h", d))
 	}
 }

@@ -30,7 +30,7 @@ type opsFixture struct {
 func startOpsServer(t *testing.T) *opsFixture {
 	t.Helper()
 	f := startServer(t, fixtureOpts{allowLoopback: true})
-	op := &opsFixture{fixture: f, metrics: metrics.NewForEngine(metrics.EngineSource{
+	op := &opsFixture{fixture: f, metrics: metrics.New(metrics.Source{
 		Stats: f.srv.Stats, Draining: f.srv.Draining, PeerDenialReasons: f.srv.Shared().PeerDenialReasons(),
 	}, testutil.Logger(t))}
 	hs := httptest.NewServer(op.metrics.Handler())

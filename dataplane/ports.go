@@ -8,9 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ferryrtc/ferry/internal/sockopt"
 )
 
 // errPortsExhausted is returned when no port of the range could be bound.
@@ -141,29 +142,13 @@ func bindUDP(addr netip.AddrPort, df bool) (udpRelay, error) {
 	return udpRelay{fd: fd, addr: addr}, nil
 }
 
-// reuseAddrPort lets an RFC 6062 Connect dial from the port its TCP relay
-// listens on.
-func reuseAddrPort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
 // openTCP binds an RFC 6062 TCP relay listener of family.
 func (p *ports) openTCP(family uint8) (*net.TCPListener, netip.AddrPort, error) {
 	ip, err := p.bindIP(family)
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
-	lc := net.ListenConfig{Control: reuseAddrPort}
+	lc := net.ListenConfig{Control: sockopt.ReuseAddrPort}
 	size := int(p.hi) - int(p.lo) + 1
 	first := p.start()
 	for i := range size {

@@ -397,12 +397,3 @@ func (s *Server) Close() error {
 	})
 	return nil
 }
-
-// Allocations lists the live allocations for the admin API.
-func (s *Server) Allocations() (int, any) {
-	all := s.List()
-	if all == nil {
-		all = []engine.AllocationInfo{}
-	}
-	return len(all), all
-}

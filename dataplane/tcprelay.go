@@ -4,10 +4,10 @@ import (
 	"errors"
 	"io"
 	"net"
-
 	"time"
 
 	"github.com/ferryrtc/ferry/engine"
+	"github.com/ferryrtc/ferry/internal/sockopt"
 )
 
 // RFC 6062 TCP relays.
@@ -58,7 +58,7 @@ func (s *Server) dial(l *loop, c *engine.Command) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		d := net.Dialer{Timeout: connectTimeout, LocalAddr: net.TCPAddrFromAddrPort(local), Control: reuseAddrPort}
+		d := net.Dialer{Timeout: connectTimeout, LocalAddr: net.TCPAddrFromAddrPort(local), Control: sockopt.ReuseAddrPort}
 		conn, err := d.Dial("tcp", peer.String())
 		if !l.box.post(msg{kind: msgPeerConnected, id: id, conn: conn, err: err}) && conn != nil {
 			_ = conn.Close()

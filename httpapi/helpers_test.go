@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -16,6 +15,7 @@ import (
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/creds"
+	"github.com/ferryrtc/ferry/internal/stunwire"
 	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
@@ -48,10 +48,10 @@ var testListeners = []config.Listener{
 	{Transport: config.TLSt, Addr: netip.MustParseAddrPort("0.0.0.0:5349")},
 }
 
-// fixture is a credentials API over an Authenticator.
+// fixture is a credentials API over a credential Store.
 type fixture struct {
 	api   *API
-	authn *auth.Authenticator
+	authn *auth.Store
 	log   *testutil.LogWriter
 }
 
@@ -68,7 +68,7 @@ func newFixture(t testing.TB, mutate func(*config.HTTP), maxTTL time.Duration, s
 		t.Fatal(err)
 	}
 	log, w := testutil.CaptureLogger(t)
-	authn := auth.New(snap, log, now)
+	authn := auth.NewStore(snap)
 	pol, err := NewPolicy(h, maxTTL)
 	if err != nil {
 		t.Fatal(err)
@@ -156,9 +156,10 @@ func decodeError(t testing.TB, w *httptest.ResponseRecorder) errorBody {
 	return e
 }
 
-// accepts reports whether authn accepts an Allocate request signed with the
-// credential, as ferry's edge asks it before pion sees the request.
-func accepts(t testing.TB, authn *auth.Authenticator, username, password string) bool {
+// accepts reports whether the credentials in force accept an Allocate
+// request signed with the credential, checked as the engine checks it: one
+// of the user name's keys verifies the MESSAGE-INTEGRITY.
+func accepts(t testing.TB, authn *auth.Store, username, password string) bool {
 	t.Helper()
 	m, err := stun.Build(stun.TransactionID,
 		stun.NewType(stun.MethodAllocate, stun.ClassRequest),
@@ -171,5 +172,19 @@ func accepts(t testing.TB, authn *auth.Authenticator, username, password string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return authn.Screen(m.Raw, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}) == nil
+	cred, _, ok := authn.Snapshot().Credential(username)
+	if !ok {
+		return false
+	}
+	var msg stunwire.Message
+	if err := stunwire.Parse(m.Raw, &msg); err != nil {
+		t.Fatal(err)
+	}
+	mac := stunwire.NewMAC()
+	for _, k := range cred.Keys {
+		if mac.Check(&msg, k) {
+			return true
+		}
+	}
+	return false
 }

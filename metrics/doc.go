@@ -1,16 +1,12 @@
 // Package metrics owns ferry's Prometheus metrics: one private registry (no
-// global state) with the Go and process collectors and ferry's own
-// collectors, served by Handler on the HTTP listener's /metrics.
+// global state) with the Go and process collectors and one collector of
+// ferry's own, served by Handler on the HTTP listener's /metrics.
 //
-// Two kinds of sources feed it. Events that happen per request (a refused
-// credential or allocation, a denied peer, a permission or channel created)
-// are counted as they happen through the server.Observer methods and the
-// pion EventHandler that Events returns; every label set is created up front
-// at zero, so counting allocates nothing. Counts kept on the per-packet
-// paths (relayed packets and bytes on each allocation's relay.Tracker state,
-// dropped packets and Binding requests on the edge package's per-socket
-// shards) stay atomics where they are and are read only at scrape time by a
-// custom Collector: nothing per packet calls into Prometheus.
+// The engine counts on its own paths, with per-shard atomics written by the
+// shard's loop alone (and the allocation counters of RFC 6062 data
+// connections); the collector reads a Snapshot of them when scraped, so
+// nothing per packet or per request calls into Prometheus. Every label set
+// is exported at zero before it first counts.
 //
 // Names follow ferry_<subsystem>_<name>_total for counters; see the Grafana
 // dashboard in docker/ for what they are meant to show.

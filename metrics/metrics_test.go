@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"net"
 	"net/http/httptest"
 	"os"
 	"regexp"
@@ -10,22 +9,16 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/ferryrtc/ferry/edge"
-	"github.com/ferryrtc/ferry/relay"
-	"github.com/ferryrtc/ferry/rfc5780"
+	"github.com/ferryrtc/ferry/engine"
 )
 
-func testMetrics(t *testing.T) *Metrics {
+func testMetrics(t *testing.T, st engine.Snapshot, draining bool) *Metrics {
 	t.Helper()
-	m := New(Options{
-		RefusedReasons:    []string{"auth", "quota", "policy", "capacity", "draining"},
-		AuthMethods:       []string{"Allocate", "Refresh"},
-		PeerDenialReasons: relay.Reasons(),
-	})
-	if err := m.Register(Sources{Tracker: relay.NewTracker(relay.TrackerOptions{}), Edge: &edge.Counters{}, STUN: &rfc5780.Counters{}}); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return New(Source{
+		Stats:             func() engine.Snapshot { return st },
+		Draining:          func() bool { return draining },
+		PeerDenialReasons: []string{"private", "loopback"},
+	}, nil)
 }
 
 // gather gathers the registry into name -> family.
@@ -71,7 +64,7 @@ next:
 }
 
 func TestNamingAndHelp(t *testing.T) {
-	fams := gather(t, testMetrics(t))
+	fams := gather(t, testMetrics(t, engine.Snapshot{}, false))
 	ours := 0
 	for name, mf := range fams {
 		if !strings.HasPrefix(name, "ferry_") {
@@ -98,70 +91,51 @@ func TestNamingAndHelp(t *testing.T) {
 	}
 }
 
-func TestObserverAndEvents(t *testing.T) {
+// TestSnapshotAtScrape checks that each engine counter lands in its metric
+// and label.
+func TestSnapshotAtScrape(t *testing.T) {
+	var st engine.Snapshot
+	st.ToPeerPackets, st.FromPeerBytes = 11, 2200
+	st.Dropped[engine.DropBandwidth] = 7
+	st.Refused[engine.RefusedQuota] = 3
+	st.AuthFailures[1] = 2 // Refresh
+	st.Created[engine.TCP][1] = 5
+	st.Active[engine.TCP][1] = 4
+	st.Ended[engine.EndClient] = 1
+	st.PeerDenied = map[string]uint64{"private": 9}
+	st.Bindings, st.StaleNonces = 6, 8
+	st.PermissionsActive, st.ChannelsCreated = 12, 13
+	fams := gather(t, testMetrics(t, st, true))
 	tests := []struct {
-		name   string
-		do     func(m *Metrics)
 		metric string
 		labels map[string]string
 		want   float64
 	}{
-		{"auth failure", func(m *Metrics) { m.AuthFailed("Refresh"); m.AuthFailed("Refresh") },
-			"ferry_auth_failures_total", map[string]string{"method": "Refresh"}, 2},
-		{"unknown method", func(m *Metrics) { m.AuthFailed("Bogus") },
-			"ferry_auth_failures_total", map[string]string{"method": "other"}, 1},
-		{"refused", func(m *Metrics) { m.AllocationRefused("draining") },
-			"ferry_allocations_refused_total", map[string]string{"reason": "draining"}, 1},
-		{"peer denied", func(m *Metrics) { m.PeerDenied("metadata/link-local") },
-			"ferry_relay_peer_denials_total", map[string]string{"reason": "metadata/link-local"}, 1},
-		{"permission balance", func(m *Metrics) {
-			ev := m.Events()
-			ev.OnPermissionCreated(nil, nil, "", "", "", nil, net.IPv4(1, 2, 3, 4))
-			ev.OnPermissionCreated(nil, nil, "", "", "", nil, net.IPv4(1, 2, 3, 5))
-			ev.OnPermissionDeleted(nil, nil, "", "", "", nil, net.IPv4(1, 2, 3, 4))
-		}, "ferry_permissions_active", nil, 1},
-		{"permissions created", func(m *Metrics) {
-			m.Events().OnPermissionCreated(nil, nil, "", "", "", nil, net.IPv4(1, 2, 3, 4))
-		}, "ferry_permissions_created_total", nil, 1},
-		{"channel balance", func(m *Metrics) {
-			ev := m.Events()
-			ev.OnChannelCreated(nil, nil, "", "", "", nil, nil, 0x4000)
-			ev.OnChannelDeleted(nil, nil, "", "", "", nil, nil, 0x4000)
-		}, "ferry_channels_active", nil, 0},
-		{"draining off", func(*Metrics) {}, "ferry_server_draining", nil, 0},
-		{"bandwidth cap zero without a quota", func(*Metrics) {},
-			"ferry_packets_dropped_total", map[string]string{"reason": "bandwidth_cap"}, 0},
+		{"ferry_relay_packets_total", map[string]string{"direction": "to_peer"}, 11},
+		{"ferry_relay_bytes_total", map[string]string{"direction": "from_peer"}, 2200},
+		{"ferry_packets_dropped_total", map[string]string{"reason": "bandwidth_cap"}, 7},
+		{"ferry_packets_dropped_total", map[string]string{"reason": "amplification"}, 0},
+		{"ferry_allocations_refused_total", map[string]string{"reason": "quota"}, 3},
+		{"ferry_auth_failures_total", map[string]string{"method": "Refresh"}, 2},
+		{"ferry_allocations_created_total", map[string]string{"transport": "tcp", "family": "ipv6"}, 5},
+		{"ferry_allocations_active", map[string]string{"transport": "tcp", "family": "ipv6"}, 4},
+		{"ferry_allocations_active", map[string]string{"transport": "udp", "family": "ipv4"}, 0},
+		{"ferry_allocations_ended_total", map[string]string{"reason": "client"}, 1},
+		{"ferry_relay_peer_denials_total", map[string]string{"reason": "private"}, 9},
+		{"ferry_relay_peer_denials_total", map[string]string{"reason": "loopback"}, 0},
+		{"ferry_stun_binding_requests_total", nil, 6},
+		{"ferry_stun_stale_nonces_total", nil, 8},
+		{"ferry_permissions_active", nil, 12},
+		{"ferry_channels_created_total", nil, 13},
+		{"ferry_server_draining", nil, 1},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			m := testMetrics(t)
-			tt.do(m)
-			if got := value(t, gather(t, m), tt.metric, tt.labels); got != tt.want {
-				t.Fatalf("%s%v = %v, want %v", tt.metric, tt.labels, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestSourcesAtScrape(t *testing.T) {
-	m := New(Options{})
-	draining := false
-	if err := m.Register(Sources{
-		Quota:    func() relay.QuotaStats { return relay.QuotaStats{DroppedPackets: 7} },
-		Draining: func() bool { return draining },
-	}); err != nil {
-		t.Fatal(err)
-	}
-	draining = true
-	fams := gather(t, m)
-	if v := value(t, fams, "ferry_server_draining", nil); v != 1 {
-		t.Errorf("draining = %v", v)
-	}
-	if v := value(t, fams, "ferry_packets_dropped_total", map[string]string{"reason": "bandwidth_cap"}); v != 7 {
-		t.Errorf("bandwidth_cap drops = %v", v)
+		if got := value(t, fams, tt.metric, tt.labels); got != tt.want {
+			t.Errorf("%s%v = %v, want %v", tt.metric, tt.labels, got, tt.want)
+		}
 	}
 	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	testMetrics(t, st, false).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "# HELP ferry_relay_bytes_total") {
 		t.Fatalf("handler: %d\n%s", rec.Code, rec.Body)
 	}
@@ -174,7 +148,7 @@ func TestDashboardNamesExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fams := gather(t, testMetrics(t))
+	fams := gather(t, testMetrics(t, engine.Snapshot{}, false))
 	names := regexp.MustCompile(`\b(ferry|go|process)_[a-z_]+`).FindAllString(string(b), -1)
 	if len(names) < 10 {
 		t.Fatalf("only %d metric names in the dashboard", len(names))

@@ -1,13 +1,8 @@
 package relay
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/netip"
-
-	"github.com/pion/turn/v5"
 )
 
 // reason is why a peer address is refused; reasonNone and reasonGlobal admit.
@@ -471,35 +466,4 @@ func zero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// NewPermissionHandler returns pion's CreatePermission/ChannelBind/Connect
-// filter for p. Denials are logged at debug (client, peer, reason) and passed
-// to onDeny, which may be nil, for counting. A nil p means the default
-// policy; a nil log discards.
-//
-// pion hands over a net.IP, which cannot tell an IPv4 address from its
-// IPv4-mapped form, so the peer is unmapped first: a denied IPv4 peer is
-// reported with its plain reason ("private"), not "ipv4-embedded:private".
-func NewPermissionHandler(p *Policy, log *slog.Logger, onDeny func(reason string)) turn.PermissionHandler {
-	if p == nil {
-		p, _ = NewPolicy(PolicyOptions{}) // cannot fail without lists
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return func(clientAddr net.Addr, peerIP net.IP) bool {
-		ip, _ := netip.AddrFromSlice(peerIP) // invalid if malformed: refused
-		ok, why := p.Check(ip.Unmap())
-		if ok {
-			return true
-		}
-		if log.Enabled(context.Background(), slog.LevelDebug) {
-			log.Debug("relay peer denied", "client", clientAddr, "peer", ip.Unmap(), "reason", why)
-		}
-		if onDeny != nil {
-			onDeny(why)
-		}
-		return false
-	}
 }
