@@ -214,3 +214,65 @@ func TestConnectionBindAcrossLoops(t *testing.T) {
 		_ = data.Close()
 	}
 }
+
+// TestRelayPathDoesNotAllocate relays thousands of datagrams both ways
+// through a channel (client and echo peer on raw sockets that allocate
+// nothing themselves) and counts the process's heap allocations: the data
+// plane's receive, engine and send paths allocate nothing per packet.
+func TestRelayPathDoesNotAllocate(t *testing.T) {
+	f := startServer(t, fixtureOpts{allowLoopback: true, loops: 1})
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := peer.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = peer.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	rc := newRawClient(t, f, "udp")
+	pa := peer.LocalAddr().(*net.UDPAddr)
+	if res := rc.do(stun.MethodChannelBind, channelNumber(0x4000), peerAddr{pa.IP, pa.Port}); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("ChannelBind: %d", errorCode(res))
+	}
+	client := rc.conn.(*net.UDPConn)
+	server := f.udp.(*net.UDPAddr).AddrPort()
+	msg := append([]byte{0x40, 0x00, 0x00, 100}, make([]byte, 100)...)
+	buf := make([]byte, 2048)
+	roundTrip := func() {
+		if _, err := client.WriteToUDPAddrPort(msg, server); err != nil {
+			t.Fatal(err)
+		}
+		_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for {
+			n, _, err := client.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("echo through the channel: %v", err)
+			}
+			if n == len(msg) && buf[0] == 0x40 {
+				return
+			}
+		}
+	}
+	for range 200 {
+		roundTrip()
+	}
+	const n = 3000
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		roundTrip()
+	}
+	runtime.ReadMemStats(&after)
+	perPacket := float64(after.Mallocs-before.Mallocs) / (2 * n)
+	t.Logf("%d allocations for %d relayed datagrams (%.4f per datagram)", after.Mallocs-before.Mallocs, 2*n, perPacket)
+	if perPacket > 0.01 {
+		t.Fatalf("%.4f heap allocations per relayed datagram, want none", perPacket)
+	}
+}
