@@ -77,7 +77,7 @@ func newLoop(srv *Server, idx int, eng *engine.Engine) (*loop, error) {
 	l := &loop{srv: srv, idx: idx, eng: eng, epfd: -1, timer: -1,
 		events:  make([]unix.EpollEvent, maxEvents),
 		rx:      newRxBatch(batchSize, engine.Headroom, datagramRx, engine.Tailroom),
-		tx:      newTxBatch(batchSize),
+		tx:      newTxBatch(batchSize, srv.gso),
 		streams: map[engine.SocketID]*streamConn{},
 		done:    make(chan struct{}),
 	}
@@ -171,13 +171,22 @@ func (l *loop) poll() bool {
 		if e != 0 || n == 0 {
 			return false
 		}
+		// When every ready socket was read empty, there is no need to ask
+		// epoll once more before parking: a datagram that arrives from now
+		// on makes the epoll descriptor readable again, which wakes the
+		// loop through the netpoller.
+		drained := int(n) < len(l.events)
 		for i := range int(n) {
 			ev := &l.events[i]
 			switch ev.Fd {
 			case evListener:
-				l.readListener(l.listeners[ev.Pad])
+				if l.readListener(l.listeners[ev.Pad]) == batchSize {
+					drained = false
+				}
 			case evRelay:
-				l.readRelay(int(ev.Pad))
+				if l.readRelay(int(ev.Pad)) == batchSize {
+					drained = false
+				}
 			case evInbox:
 				l.drainInbox()
 			case evTimer:
@@ -187,18 +196,22 @@ func (l *loop) poll() bool {
 				l.flush()
 			}
 		}
+		if drained {
+			return l.closing.Load()
+		}
 	}
 }
 
-// readListener reads one batch from a client-facing UDP socket.
-func (l *loop) readListener(s *udpSock) {
+// readListener reads one batch from a client-facing UDP socket and
+// returns how many datagrams it read.
+func (l *loop) readListener(s *udpSock) int {
 	n, e := l.rx.recvmmsg(s.fd, s.info)
 	if e != 0 {
 		l.srv.counters.recvErrors.Add(1)
-		return
+		return 0
 	}
 	if n == 0 {
-		return
+		return 0
 	}
 	now := time.Now()
 	c := engine.Client{Transport: engine.UDP, Socket: s.id, Local: s.addr}
@@ -221,21 +234,23 @@ func (l *loop) readListener(s *udpSock) {
 		l.eng.HandleClient(&l.out, &c, l.rx.bufs[i][engine.Headroom:engine.Headroom+size], now)
 	}
 	l.flush()
+	return n
 }
 
-// readRelay reads one batch from relay socket index.
-func (l *loop) readRelay(index int) {
+// readRelay reads one batch from relay socket index and returns how many
+// datagrams it read.
+func (l *loop) readRelay(index int) int {
 	if index >= len(l.relays) || !l.relays[index].used {
-		return
+		return 0
 	}
 	r := &l.relays[index]
 	n, e := l.rx.recvmmsg(r.fd, false)
 	if e != 0 {
 		l.srv.counters.recvErrors.Add(1)
-		return
+		return 0
 	}
 	if n == 0 {
-		return
+		return 0
 	}
 	now := time.Now()
 	id := relayID(l.idx, index)
@@ -251,6 +266,7 @@ func (l *loop) readRelay(index int) {
 		l.eng.HandlePeer(&l.out, id, src, l.rx.bufs[i], int(l.rx.hdrs[i].n), now)
 	}
 	l.flush()
+	return n
 }
 
 func relayID(shard, index int) engine.RelayID {

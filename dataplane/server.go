@@ -88,6 +88,7 @@ type Server struct {
 	peers   map[uint32]*peerConn
 
 	counters counters
+	gso      bool // the kernel takes UDP_SEGMENT
 	wg       sync.WaitGroup
 	closing  atomic.Bool
 
@@ -152,6 +153,7 @@ func build(o Options, s Sockets) (*Server, error) {
 		opts:  o,
 		udp:   []*udpSock{nil}, // SocketID 0 is none
 		peers: map[uint32]*peerConn{},
+		gso:   gsoSupported(),
 	}
 	// Client-facing UDP sockets get SocketIDs 1..; set i's socket j is
 	// read by loop j.

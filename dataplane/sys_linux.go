@@ -163,31 +163,63 @@ func htons(p uint16) uint16 {
 	return v
 }
 
-// txBatch collects datagrams for one sendmmsg call on one socket.
-type txBatch struct {
-	fd    int
-	v6    bool
-	info  bool // add a PKTINFO control message with the source address
-	n     int
-	hdrs  []mmsghdr
-	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet6
-	ctrl  []byte
+// UDP generic segmentation offload (UDP_SEGMENT, Linux 4.18): consecutive
+// datagrams to one destination of one size (the last may be shorter) leave
+// as one message, which the kernel cuts into datagrams as late as it can.
+const (
+	maxSegments = 64    // UDP_MAX_SEGMENTS
+	maxGSOBytes = 65000 // under the 64 KiB a UDP message may carry
+)
+
+// gsoSupported reports whether the kernel takes UDP_SEGMENT.
+func gsoSupported() bool {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT, 0) == nil
 }
 
-func newTxBatch(count int) *txBatch {
+// txBatch collects datagrams for one sendmmsg call on one socket.
+type txBatch struct {
+	fd   int
+	v6   bool
+	info bool // add a PKTINFO control message with the source address
+	gso  bool // coalesce datagrams into UDP_SEGMENT messages
+	n    int  // messages queued
+	hdrs []mmsghdr
+	iovs []unix.Iovec // maxSegments per message
+	// Per message: destination and source, segments, bytes, the
+	// segment size, and whether a shorter (last) segment closed it.
+	to, src []netip.AddrPort
+	segs    []int
+	bytes   []int
+	size    []int
+	closed  []bool
+	names   []unix.RawSockaddrInet6
+	ctrl    []byte
+}
+
+func newTxBatch(count int, gso bool) *txBatch {
 	b := &txBatch{
-		fd:    -1,
-		hdrs:  make([]mmsghdr, count),
-		iovs:  make([]unix.Iovec, count),
-		names: make([]unix.RawSockaddrInet6, count),
-		ctrl:  make([]byte, count*cmsgSpace),
+		fd:     -1,
+		gso:    gso,
+		hdrs:   make([]mmsghdr, count),
+		iovs:   make([]unix.Iovec, count*maxSegments),
+		to:     make([]netip.AddrPort, count),
+		src:    make([]netip.AddrPort, count),
+		segs:   make([]int, count),
+		bytes:  make([]int, count),
+		size:   make([]int, count),
+		closed: make([]bool, count),
+		names:  make([]unix.RawSockaddrInet6, count),
+		ctrl:   make([]byte, count*cmsgSpace),
 	}
 	for i := range count {
 		h := &b.hdrs[i].hdr
 		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
-		h.Iov = &b.iovs[i]
-		h.SetIovlen(1)
+		h.Iov = &b.iovs[i*maxSegments]
 	}
 	return b
 }
@@ -195,46 +227,83 @@ func newTxBatch(count int) *txBatch {
 // add queues data to to, from src when the batch sets PKTINFO. It reports
 // false when the batch is full.
 func (b *txBatch) add(data []byte, to, src netip.AddrPort) bool {
+	if b.gso && b.n > 0 && len(data) > 0 {
+		i := b.n - 1
+		if b.to[i] == to && b.src[i] == src && !b.closed[i] && b.segs[i] < maxSegments &&
+			len(data) <= b.size[i] && b.bytes[i]+len(data) <= maxGSOBytes {
+			iov := &b.iovs[i*maxSegments+b.segs[i]]
+			iov.Base = &data[0]
+			iov.SetLen(len(data))
+			b.segs[i]++
+			b.bytes[i] += len(data)
+			b.closed[i] = len(data) < b.size[i]
+			return true
+		}
+	}
 	if b.n == len(b.hdrs) {
 		return false
 	}
 	i := b.n
-	h := &b.hdrs[i].hdr
-	h.Namelen = putSockaddr(&b.names[i], to, b.v6)
+	b.to[i], b.src[i] = to, src
+	b.segs[i], b.bytes[i], b.size[i], b.closed[i] = 1, len(data), len(data), false
+	iov := &b.iovs[i*maxSegments]
 	if len(data) == 0 {
-		b.iovs[i].Base = nil
+		iov.Base = nil
 	} else {
-		b.iovs[i].Base = &data[0]
+		iov.Base = &data[0]
 	}
-	b.iovs[i].SetLen(len(data))
-	h.Control = nil
-	h.SetControllen(0)
-	if b.info && src.IsValid() && !src.Addr().IsUnspecified() {
-		c := b.ctrl[i*cmsgSpace : (i+1)*cmsgSpace]
-		clear(c)
+	iov.SetLen(len(data))
+	b.n++
+	return true
+}
+
+// header fills message i's header: destination, iovecs, control messages
+// (PKTINFO with the source address, UDP_SEGMENT when it holds several
+// datagrams).
+func (b *txBatch) header(i int) {
+	h := &b.hdrs[i].hdr
+	h.Namelen = putSockaddr(&b.names[i], b.to[i], b.v6)
+	h.SetIovlen(b.segs[i])
+	c := b.ctrl[i*cmsgSpace : (i+1)*cmsgSpace]
+	clear(c)
+	off := 0
+	if src := b.src[i]; b.info && src.IsValid() && !src.Addr().IsUnspecified() {
 		cm := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
 		if b.v6 {
 			cm.Level, cm.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
 			cm.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
 			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&c[unix.SizeofCmsghdr]))
 			pi.Addr = src.Addr().As16()
-			h.SetControllen(unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+			off = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
 		} else {
 			cm.Level, cm.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
 			cm.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
 			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&c[unix.SizeofCmsghdr]))
 			pi.Spec_dst = src.Addr().Unmap().As4()
-			h.SetControllen(unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+			off = unix.CmsgSpace(unix.SizeofInet4Pktinfo)
 		}
+	}
+	if b.segs[i] > 1 {
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&c[off]))
+		cm.Level, cm.Type = unix.IPPROTO_UDP, unix.UDP_SEGMENT
+		cm.SetLen(unix.CmsgLen(2))
+		*(*uint16)(unsafe.Pointer(&c[off+unix.SizeofCmsghdr])) = uint16(b.size[i])
+		off += unix.CmsgSpace(2)
+	}
+	if off == 0 {
+		h.Control = nil
+	} else {
 		h.Control = &c[0]
 	}
-	b.n++
-	return true
+	h.SetControllen(off)
 }
 
 // flush sends the queued datagrams and returns how many the kernel took;
 // the rest (a full socket buffer, an unreachable destination) are dropped.
 func (b *txBatch) flush() (sent, dropped int) {
+	for i := range b.n {
+		b.header(i)
+	}
 	off := 0
 	for off < b.n {
 		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.hdrs[off])),
@@ -243,12 +312,18 @@ func (b *txBatch) flush() (sent, dropped int) {
 		case e == unix.EINTR:
 			continue
 		case e != 0:
-			// The first datagram failed (EAGAIN, ECONNREFUSED from an ICMP
-			// error, EMSGSIZE): drop it and go on with the rest.
-			dropped++
+			// The first message failed (EAGAIN, ECONNREFUSED from an ICMP
+			// error, EMSGSIZE): drop it and go on with the rest. A
+			// segmented one the device refused turns segmentation off.
+			if b.segs[off] > 1 && (e == unix.EIO || e == unix.EINVAL || e == unix.EOPNOTSUPP) {
+				b.gso = false
+			}
+			dropped += b.segs[off]
 			off++
 		default:
-			sent += int(n)
+			for _, k := range b.segs[off : off+int(n)] {
+				sent += k
+			}
 			off += int(n)
 		}
 	}
