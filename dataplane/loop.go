@@ -205,36 +205,18 @@ func (l *loop) poll() bool {
 // readListener reads one batch from a client-facing UDP socket and
 // returns how many datagrams it read.
 func (l *loop) readListener(s *udpSock) int {
-	n, e := l.rx.recvmmsg(s.fd, s.info)
-	if e != 0 {
-		l.srv.counters.recvErrors.Add(1)
-		return 0
-	}
-	if n == 0 {
-		return 0
-	}
-	now := time.Now()
 	c := engine.Client{Transport: engine.UDP, Socket: s.id, Local: s.addr}
-	for i := range n {
-		if l.rx.truncated(i) {
-			l.srv.counters.oversized.Add(1)
-			continue
-		}
-		src, ok := l.rx.source(i)
-		if !ok {
-			continue
-		}
+	return l.read(s.fd, s.info, func(i int, src netip.AddrPort, now time.Time) {
 		c.Remote = src
 		if s.info {
+			var ok bool
 			if c.Local, ok = l.rx.destination(i, s.addr.Port()); !ok {
 				c.Local = s.addr
 			}
 		}
 		size := int(l.rx.hdrs[i].n)
 		l.eng.HandleClient(&l.out, &c, l.rx.bufs[i][engine.Headroom:engine.Headroom+size], now)
-	}
-	l.flush()
-	return n
+	})
 }
 
 // readRelay reads one batch from relay socket index and returns how many
@@ -243,8 +225,17 @@ func (l *loop) readRelay(index int) int {
 	if index >= len(l.relays) || !l.relays[index].used {
 		return 0
 	}
-	r := &l.relays[index]
-	n, e := l.rx.recvmmsg(r.fd, false)
+	id := relayID(l.idx, index)
+	return l.read(l.relays[index].fd, false, func(i int, src netip.AddrPort, now time.Time) {
+		l.eng.HandlePeer(&l.out, id, src, l.rx.bufs[i], int(l.rx.hdrs[i].n), now)
+	})
+}
+
+// read reads one batch from fd (with packet info when info is set), hands
+// each whole datagram with its source to handle, and carries out the
+// commands. It returns how many datagrams it read.
+func (l *loop) read(fd int, info bool, handle func(i int, src netip.AddrPort, now time.Time)) int {
+	n, e := l.rx.recvmmsg(fd, info)
 	if e != 0 {
 		l.srv.counters.recvErrors.Add(1)
 		return 0
@@ -253,17 +244,14 @@ func (l *loop) readRelay(index int) int {
 		return 0
 	}
 	now := time.Now()
-	id := relayID(l.idx, index)
 	for i := range n {
 		if l.rx.truncated(i) {
 			l.srv.counters.oversized.Add(1)
 			continue
 		}
-		src, ok := l.rx.source(i)
-		if !ok {
-			continue
+		if src, ok := l.rx.source(i); ok {
+			handle(i, src, now)
 		}
-		l.eng.HandlePeer(&l.out, id, src, l.rx.bufs[i], int(l.rx.hdrs[i].n), now)
 	}
 	l.flush()
 	return n

@@ -45,28 +45,28 @@ func (m *MAC) hmac(key, p0, p1, p2 []byte) []byte {
 		m.h.Write(key)
 		key = m.h.Sum(m.out[:0])
 	}
-	for i := range m.pad {
-		m.pad[i] = 0x36
-	}
-	for i, k := range key {
-		m.pad[i] ^= k
-	}
+	m.padKey(key, 0x36)
 	m.h.Reset()
 	m.h.Write(m.pad[:])
 	m.h.Write(p0)
 	m.h.Write(p1)
 	m.h.Write(p2)
 	inner := m.h.Sum(m.inner[:0])
-	for i := range m.pad {
-		m.pad[i] = 0x5c
-	}
-	for i, k := range key {
-		m.pad[i] ^= k
-	}
+	m.padKey(key, 0x5c)
 	m.h.Reset()
 	m.h.Write(m.pad[:])
 	m.h.Write(inner)
 	return m.h.Sum(m.out[:0])
+}
+
+// padKey fills m.pad with key XOR pad, zero-extended to the block size.
+func (m *MAC) padKey(key []byte, pad byte) {
+	for i := range m.pad {
+		m.pad[i] = pad
+	}
+	for i, k := range key {
+		m.pad[i] ^= k
+	}
 }
 
 // Check verifies the MESSAGE-INTEGRITY of msg (parsed by Parse) with key:
