@@ -27,6 +27,16 @@ func sourceFor(n uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{127, byte(1 + (n>>16)%254), byte(n >> 8), byte(n)})
 }
 
+// sourceIn returns the local address of allocs-mode attempt n within p (an
+// IPv4 prefix of at most /30), skipping its first and last address.
+func sourceIn(p netip.Prefix, n uint32) netip.Addr {
+	hosts := uint64(1) << (32 - p.Bits())
+	b := p.Masked().Addr().As4()
+	v := uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])
+	v += 1 + uint64(n)%(hosts-2)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
 // allocs runs ModeAllocs: cfg.Allocations clients each, in a loop, open a
 // new socket, Allocate (401 challenge and authenticated request), release
 // the allocation (Refresh LIFETIME 0) and close the socket.
@@ -110,6 +120,8 @@ func (r *runner) allocs(ctx context.Context, rep *Report) error {
 	}
 	rep.Gen = newProcess(os.Getpid(), s1.self.cpu-s0.self.cpu, measured, s0.self.rssKB, s1.self.rssKB)
 	perAlloc(rep.Gen)
+	rep.Group = r.groupDelta(s0, s1, a.Opened, false)
+	rep.Warning = append(rep.Warning, disturbed(rep.Group)...)
 	rep.Warning = append(rep.Warning, contention(rep.Srv, rep.Gen)...)
 	if a.Opened == 0 && a.FirstError != "" {
 		rep.Warning = append(rep.Warning, "no allocation succeeded: "+a.FirstError)
@@ -125,8 +137,11 @@ func (r *runner) allocOnce(ctx context.Context, w *allocWorker) error {
 	ctx, cancel := context.WithTimeout(ctx, allocAttemptTimeout)
 	defer cancel()
 	start := time.Now()
-	var local netip.Addr
-	if r.server.Addr().Is4() && r.server.Addr().IsLoopback() {
+	local := r.cfg.LocalIP
+	switch {
+	case r.cfg.SourceNet.IsValid():
+		local = sourceIn(r.cfg.SourceNet, r.sources.Add(1))
+	case r.server.Addr().Is4() && r.server.Addr().IsLoopback():
 		local = sourceFor(r.sources.Add(1))
 	}
 	s, err := dialSession(ctx, r.cfg.Transport, r.server, local, r.creds, r.cfg.Realm)

@@ -16,6 +16,10 @@ const (
 	ModeRelay Mode = "relay"
 	// ModeAllocs opens and releases allocations as fast as it can.
 	ModeAllocs Mode = "allocs"
+	// ModeIdle opens N allocations (each with a permission and a channel),
+	// holds them idle for Duration and reports the server's RSS growth per
+	// allocation.
+	ModeIdle Mode = "idle"
 )
 
 // Limits that keep a run bounded.
@@ -23,9 +27,13 @@ const (
 	// MaxDuration caps Config.Duration: permissions last 5 minutes and the
 	// generator does not refresh them.
 	MaxDuration = 4 * time.Minute
-	// MaxAllocations caps Config.Allocations (each one is two sockets and
-	// two or three goroutines here).
+	// MaxAllocations caps Config.Allocations in relay and allocs modes
+	// (a relayed allocation is two sockets and two or three goroutines
+	// here).
 	MaxAllocations = 4096
+	// MaxIdleAllocations caps Config.Allocations in idle mode (one socket
+	// each, no buffers): one local address's ephemeral port range.
+	MaxIdleAllocations = 65536
 	// MinSize is the smallest payload: the send time, a sequence number
 	// and the wait at the echo peer, 8 bytes each.
 	MinSize = stampSize
@@ -42,10 +50,11 @@ type Config struct {
 	// Transport is "udp" or "tcp" (TCP carries the control connection and
 	// the client-side ChannelData; relayed transport is always UDP).
 	Transport string
-	// Mode is ModeRelay or ModeAllocs.
+	// Mode is ModeRelay, ModeAllocs or ModeIdle.
 	Mode Mode
-	// Allocations is how many allocations relay traffic (ModeRelay), or how
-	// many clients open allocations concurrently (ModeAllocs).
+	// Allocations is how many allocations relay traffic (ModeRelay) or are
+	// held idle (ModeIdle), or how many clients open allocations
+	// concurrently (ModeAllocs).
 	Allocations int
 	// Size is the ChannelData payload size in bytes.
 	Size int
@@ -57,7 +66,13 @@ type Config struct {
 	// Tick is the pacing interval: each allocation's due packets go out
 	// in one sendmmsg per tick.
 	Tick time.Duration
-	// Duration bounds the measured phase.
+	// IO picks how rate mode drives the sockets: IOPolled (one goroutine
+	// per core sends, echoes and receives every tick), IOBlocking (a
+	// goroutine blocked on every socket) or, empty or IOAuto, polled for
+	// UDP at pollMin..pollMax packets per allocation per tick.
+	IO string
+	// Duration bounds the measured phase (ModeIdle: how long the
+	// allocations are held before RSS is read).
 	Duration time.Duration
 	// Count, when positive, also bounds the run: total packets sent
 	// (ModeRelay) or allocations opened (ModeAllocs).
@@ -69,11 +84,34 @@ type Config struct {
 	Realm string
 	// ServerPID, when positive, is sampled from /proc for CPU and RSS.
 	ServerPID int
+	// Cgroup, when set, is a cgroup directory (v2 with cpu.stat, or v1
+	// cpuacct) whose CPU time Run reports per packet or allocation, with the
+	// kernel's ksoftirqd threads' time beside it. Put the server and the
+	// generator in it to count everything both cost, including kernel work
+	// done in either one's context.
+	Cgroup string
+	// LocalIP, when valid, is the address the client sockets and echo
+	// peers bind to (ModeAllocs against an IPv4 loopback server keeps its
+	// own 127/8 sources). A generator on its own address draws ephemeral
+	// ports apart from the server's relays.
+	LocalIP netip.Addr
+	// SourceNet, when valid (IPv4, at most /30), gives ModeAllocs a new
+	// source address from this prefix for every attempt, as it does on its
+	// own against an IPv4 loopback server; the machine must take them as
+	// local (e.g. `ip route add local 198.19.0.0/16 dev lo`).
+	SourceNet netip.Prefix
 	// AllowRemote permits a Server outside 127.0.0.0/8 and ::1.
 	AllowRemote bool
 	// SetupTimeout bounds opening (and closing) the allocations.
 	SetupTimeout time.Duration
 }
+
+// Config.IO values.
+const (
+	IOAuto     = "auto"
+	IOPolled   = "polled"
+	IOBlocking = "blocking"
+)
 
 // Defaults for zero Config fields.
 const (
@@ -111,6 +149,10 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SetupTimeout == 0 {
 		c.SetupTimeout = DefaultSetupTimeout
+		if c.Mode == ModeIdle {
+			// About 5 ms per allocation covers a slow server; 20,000 get 100 s.
+			c.SetupTimeout = max(c.SetupTimeout, time.Duration(c.Allocations)*5*time.Millisecond)
+		}
 	}
 	return c
 }
@@ -123,13 +165,16 @@ func (c Config) validate() (netip.AddrPort, error) {
 	default:
 		errs = append(errs, fmt.Errorf("transport %q: want udp or tcp", c.Transport))
 	}
+	maxAllocs := MaxAllocations
 	switch c.Mode {
 	case ModeRelay, ModeAllocs:
+	case ModeIdle:
+		maxAllocs = MaxIdleAllocations
 	default:
-		errs = append(errs, fmt.Errorf("mode %q: want relay or allocs", c.Mode))
+		errs = append(errs, fmt.Errorf("mode %q: want relay, allocs or idle", c.Mode))
 	}
-	if c.Allocations < 1 || c.Allocations > MaxAllocations {
-		errs = append(errs, fmt.Errorf("allocations %d: want 1..%d", c.Allocations, MaxAllocations))
+	if c.Allocations < 1 || c.Allocations > maxAllocs {
+		errs = append(errs, fmt.Errorf("allocations %d: want 1..%d in %s mode", c.Allocations, maxAllocs, c.Mode))
 	}
 	if c.Size < MinSize || c.Size > MaxSize {
 		errs = append(errs, fmt.Errorf("size %d: want %d..%d bytes", c.Size, MinSize, MaxSize))
@@ -139,6 +184,15 @@ func (c Config) validate() (netip.AddrPort, error) {
 	}
 	if c.Window < 1 || c.Window > 4096 {
 		errs = append(errs, fmt.Errorf("window %d: want 1..4096", c.Window))
+	}
+	switch c.IO {
+	case "", IOAuto, IOBlocking:
+	case IOPolled:
+		if c.Transport != "udp" || c.Rate == 0 {
+			errs = append(errs, fmt.Errorf("io polled: wants udp and a fixed --rate"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("io %q: want auto, polled or blocking", c.IO))
 	}
 	if c.Tick < 100*time.Microsecond || c.Tick > time.Second {
 		errs = append(errs, fmt.Errorf("tick %s: want 100µs..1s", c.Tick))
@@ -158,10 +212,28 @@ func (c Config) validate() (netip.AddrPort, error) {
 	if c.ServerPID < 0 {
 		errs = append(errs, fmt.Errorf("server pid %d: want > 0", c.ServerPID))
 	}
+	if c.SourceNet.IsValid() && (!c.SourceNet.Addr().Is4() || c.SourceNet.Bits() > 30) {
+		errs = append(errs, fmt.Errorf("source net %s: want an IPv4 prefix of at most /30", c.SourceNet))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return netip.AddrPort{}, err
 	}
-	return resolveServer(c.Server, c.AllowRemote)
+	server, err := resolveServer(c.Server, c.AllowRemote)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if c.LocalIP.IsValid() {
+		if c.LocalIP.Unmap().Is4() != server.Addr().Is4() {
+			return netip.AddrPort{}, fmt.Errorf("local ip %s and server %s: not the same address family", c.LocalIP, server)
+		}
+		if server.Addr().IsLoopback() && !c.LocalIP.IsLoopback() {
+			return netip.AddrPort{}, fmt.Errorf("local ip %s cannot reach loopback server %s: want a loopback address such as 127.0.0.2", c.LocalIP, server)
+		}
+	}
+	if c.SourceNet.IsValid() && !server.Addr().Is4() {
+		return netip.AddrPort{}, fmt.Errorf("source net %s and server %s: not the same address family", c.SourceNet, server)
+	}
+	return server, nil
 }
 
 // resolveServer resolves HOST:PORT to one address and applies the loopback
@@ -202,9 +274,20 @@ const (
 )
 
 // polled reports whether rate mode drives the flows by polling every tick
-// (UDP, pollMin..pollMax packets per allocation per tick) rather than with
-// goroutines blocked on every socket.
+// (UDP; by default at pollMin..pollMax packets per allocation per tick)
+// rather than with goroutines blocked on every socket. Polling costs the
+// least at moderate rates; near saturation, where a tick's work outlasts the
+// tick, blocking goroutines keep up better.
 func (c Config) polled() bool {
+	if c.Transport != "udp" || c.Rate == 0 {
+		return false
+	}
+	switch c.IO {
+	case IOPolled:
+		return true
+	case IOBlocking:
+		return false
+	}
 	perTick := float64(c.Rate) * c.Tick.Seconds()
-	return c.Transport == "udp" && c.Rate > 0 && perTick >= pollMin && perTick <= pollMax
+	return perTick >= pollMin && perTick <= pollMax
 }

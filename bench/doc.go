@@ -20,11 +20,19 @@
 // interval) or, with Rate 0, as fast as a window of outstanding packets per
 // allocation allows; [ModeAllocs] opens and releases (Refresh with LIFETIME
 // 0) allocations as fast as it can, each attempt from a new socket (and,
-// against an IPv4 loopback server, a new 127/8 source address, so no client
-// 5-tuple repeats). Given the server's pid, Run samples /proc to report the
-// server's CPU time per relayed packet (or per allocation) and its RSS growth
-// per allocation. A relayed packet is one datagram through the server: a
-// round trip is two.
+// against an IPv4 loopback server or with Config.SourceNet, a new source
+// address, so no client 5-tuple repeats); [ModeIdle] opens up to 65536
+// allocations, each with a permission and a channel (to peer addresses of
+// their own, where nothing listens), holds them without traffic and reports
+// the server's RSS growth per allocation. Given the server's pid, Run samples
+// /proc to report the server's CPU time per relayed packet (or per
+// allocation) and its RSS growth per allocation; given a cgroup
+// (Config.Cgroup), also that cgroup's CPU time and the ksoftirqd threads'.
+// A relayed packet is one datagram through the server: a round trip is two.
+//
+// Config.LocalIP binds the client sockets and echo peers to one address
+// (e.g. 127.0.0.2), so the generator's ephemeral ports never meet the
+// server's relay ports. Run raises RLIMIT_NOFILE to what the run needs.
 //
 // Every run is bounded by Config.Duration and optionally by Config.Count,
 // and refuses targets outside 127.0.0.0/8 and ::1 unless AllowRemote is set.

@@ -26,8 +26,10 @@ type Report struct {
 	Setup   *Setup   `json:"setup,omitempty"`
 	Relay   *Relay   `json:"relay,omitempty"`
 	Allocs  *Allocs  `json:"allocs,omitempty"`
+	Idle    *Idle    `json:"idle,omitempty"`
 	Srv     *Process `json:"server,omitempty"`
 	Gen     *Process `json:"generator"`
+	Group   *Group   `json:"cgroup,omitempty"`
 	Warning []string `json:"warnings,omitempty"`
 }
 
@@ -67,6 +69,72 @@ type Allocs struct {
 	FirstError string  `json:"first_error,omitempty"`
 }
 
+// Idle is the idle-mode result: allocations held open without traffic. The
+// server's RSS growth per allocation is in Report.Srv.
+type Idle struct {
+	Opened       uint64  `json:"opened"`
+	Failed       uint64  `json:"failed"`
+	SetupSeconds float64 `json:"setup_seconds"`
+	AllocsPerS   float64 `json:"setup_allocations_per_s"`
+	HeldSeconds  float64 `json:"held_seconds"`
+	ReleaseErrs  int     `json:"release_errors"`
+	FirstError   string  `json:"first_error,omitempty"`
+}
+
+// Group is the CPU time of the processes in a cgroup (Config.Cgroup: the
+// server and the generator, so kernel work done in either one's context is
+// counted wherever it lands) and of the kernel's ksoftirqd threads (softirq
+// work deferred out of every process), over the measured phase.
+type Group struct {
+	Path       string  `json:"path"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	CPUPct     float64 `json:"cpu_pct"` // of one core
+	// SoftirqdSeconds is the ksoftirqd threads' CPU time (machine-wide:
+	// other traffic on the machine counts too).
+	SoftirqdSeconds float64 `json:"ksoftirqd_cpu_seconds"`
+	// MachinePct is the whole machine's busy CPU time (/proc/stat, in % of
+	// one core); OtherPct is what of it neither the cgroup nor ksoftirqd
+	// used: other processes, a disturbed measurement when large (tick
+	// sampled, so a few % either way is noise). StealPct is time the
+	// hypervisor gave to other guests.
+	MachinePct float64 `json:"machine_cpu_pct"`
+	OtherPct   float64 `json:"other_cpu_pct"`
+	StealPct   float64 `json:"steal_cpu_pct"`
+	// CPUPerPacket is the cgroup's µs per relayed packet; WithSoftirqd adds
+	// the ksoftirqd threads' (relay mode).
+	CPUPerPacket *float64 `json:"cpu_us_per_packet,omitempty"`
+	WithSoftirqd *float64 `json:"with_ksoftirqd_us_per_packet,omitempty"`
+	// CPUPerAlloc is the cgroup's µs per allocation (allocs mode).
+	CPUPerAlloc *float64 `json:"cpu_us_per_allocation,omitempty"`
+}
+
+// newGroup builds a Group from CPU deltas over measured; units (relayed
+// packets or allocations, by perPacket) divide them when positive.
+func newGroup(path string, cpu, softirq time.Duration, machine cpuTimes, measured time.Duration, units uint64, perPacket bool) *Group {
+	g := &Group{
+		Path:            path,
+		CPUSeconds:      round(cpu.Seconds(), 4),
+		SoftirqdSeconds: round(softirq.Seconds(), 4),
+	}
+	if measured > 0 {
+		pct := func(d time.Duration) float64 { return round(100*d.Seconds()/measured.Seconds(), 1) }
+		g.CPUPct = pct(cpu)
+		g.MachinePct = pct(machine.busy)
+		g.OtherPct = pct(max(0, machine.busy-cpu-softirq))
+		g.StealPct = pct(machine.steal)
+	}
+	if units > 0 {
+		per := cpu.Seconds() * 1e6 / float64(units)
+		if perPacket {
+			g.CPUPerPacket = ptr(round(per, 4))
+			g.WithSoftirqd = ptr(round((cpu+softirq).Seconds()*1e6/float64(units), 4))
+		} else {
+			g.CPUPerAlloc = ptr(round(per, 2))
+		}
+	}
+	return g
+}
+
 // Process is CPU and memory of the server (with --server-pid) or of the
 // generator, over the measured phase.
 type Process struct {
@@ -81,8 +149,11 @@ type Process struct {
 	RSSStartKiB uint64   `json:"rss_kib_start"`
 	// RSSSetupKiB is RSS once the relay-mode allocations are open.
 	RSSSetupKiB *uint64 `json:"rss_kib_after_setup,omitempty"`
-	// RSSPerAlloc is the RSS growth over setup divided by the allocations
-	// (relay mode; the server's only).
+	// RSSHeldKiB is RSS at the end of the idle-mode hold.
+	RSSHeldKiB *uint64 `json:"rss_kib_held,omitempty"`
+	// RSSPerAlloc is the RSS growth divided by the allocations (the
+	// server's only): over setup in relay mode, from before setup to the
+	// end of the hold in idle mode.
 	RSSPerAlloc *float64 `json:"rss_kib_per_allocation,omitempty"`
 	RSSEndKiB   uint64   `json:"rss_kib_end"`
 }
@@ -139,6 +210,17 @@ func (r *Report) WriteText(w io.Writer) error {
 				x.Invalid, x.Other, x.SendErrors, x.PeerErrors, x.FirstError)
 		}
 	}
+	if d := r.Idle; d != nil {
+		fmt.Fprintf(&b, "  idle:       %d allocations open (%d failed) in %.3fs (%.0f/s), held %.2fs",
+			d.Opened, d.Failed, d.SetupSeconds, d.AllocsPerS, d.HeldSeconds)
+		if d.ReleaseErrs > 0 {
+			fmt.Fprintf(&b, ", %d release errors", d.ReleaseErrs)
+		}
+		b.WriteString("\n")
+		if d.FirstError != "" {
+			fmt.Fprintf(&b, "  first error: %s\n", d.FirstError)
+		}
+	}
 	if a := r.Allocs; a != nil {
 		fmt.Fprintf(&b, "  allocs:     %.0f allocations/s (opened %d, released %d, failed %d)\n", a.PerSecond, a.Opened, a.Released, a.Failed)
 		fmt.Fprintf(&b, "  allocate:   p50 %.1fµs  p99 %.1fµs\n", a.Allocate.P50, a.Allocate.P99)
@@ -164,10 +246,23 @@ func (r *Report) WriteText(w io.Writer) error {
 		if v := p.p.RSSSetupKiB; v != nil {
 			fmt.Fprintf(&b, " -> %d KiB after setup", *v)
 		}
+		if v := p.p.RSSHeldKiB; v != nil {
+			fmt.Fprintf(&b, " -> %d KiB held", *v)
+		}
 		if v := p.p.RSSPerAlloc; v != nil {
 			fmt.Fprintf(&b, " (%+.2f KiB/allocation)", *v)
 		}
 		fmt.Fprintf(&b, " -> %d KiB at end\n", p.p.RSSEndKiB)
+	}
+	if g := r.Group; g != nil {
+		fmt.Fprintf(&b, "  cgroup:     %s: cpu %.3fs (%.1f%% of a core)", g.Path, g.CPUSeconds, g.CPUPct)
+		if v := g.CPUPerPacket; v != nil {
+			fmt.Fprintf(&b, ", %.3fµs/packet (%.3fµs with ksoftirqd)", *v, *g.WithSoftirqd)
+		}
+		if v := g.CPUPerAlloc; v != nil {
+			fmt.Fprintf(&b, ", %.1fµs/allocation", *v)
+		}
+		fmt.Fprintf(&b, "; ksoftirqd %.3fs; machine %.0f%%, others %.0f%%, steal %.0f%%\n", g.SoftirqdSeconds, g.MachinePct, g.OtherPct, g.StealPct)
 	}
 	for _, w := range r.Warning {
 		fmt.Fprintf(&b, "  warning:    %s\n", w)

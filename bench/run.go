@@ -43,7 +43,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	if cfg.Secret != "" {
 		creds = RESTCredentials(cfg.Secret, cfg.User, time.Now().Add(cfg.Duration+cfg.SetupTimeout+time.Hour))
 	}
+	if err := raiseNofile(cfg.fdsNeeded()); err != nil {
+		return nil, err
+	}
 	r := &runner{cfg: cfg, server: server, creds: creds, log: log, smp: sampler{pid: cfg.ServerPID}}
+	var warnings []string
+	if cfg.Cgroup != "" {
+		if _, err := readCgroupCPU(cfg.Cgroup); err != nil {
+			return nil, err
+		}
+		r.smp.cgroup = cfg.Cgroup
+		r.smp.softirqd = softirqThreads()
+		if self, err := os.ReadFile("/proc/self/cgroup"); err == nil && !inCgroup(self, cfg.Cgroup) {
+			warnings = append(warnings, fmt.Sprintf("the generator is not in cgroup %s: its CPU is not in the cgroup figures", cfg.Cgroup))
+		}
+	}
 	rep := &Report{
 		Mode:        cfg.Mode,
 		Transport:   cfg.Transport,
@@ -55,14 +69,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	if cfg.Rate == 0 {
 		rep.Window = cfg.Window
 	}
-	if cfg.Mode == ModeAllocs {
+	switch cfg.Mode {
+	case ModeAllocs:
 		err = r.allocs(ctx, rep)
-	} else {
+	case ModeIdle:
+		err = r.idle(ctx, rep)
+	default:
 		err = r.relay(ctx, rep)
 	}
 	if err != nil {
 		return nil, err
 	}
+	rep.Warning = append(rep.Warning, warnings...)
 	if ctx.Err() != nil {
 		rep.Warning = append(rep.Warning, "interrupted: the report covers the run up to the interruption")
 	}
@@ -80,13 +98,8 @@ type runner struct {
 
 // openFlow opens one allocation with its echo peer, permission and channel.
 func (r *runner) openFlow(ctx context.Context, batch int) (*flow, error) {
-	s, err := dialSession(ctx, r.cfg.Transport, r.server, netip.Addr{}, r.creds, r.cfg.Realm)
+	s, relayed, err := dialAllocate(ctx, r.cfg.Transport, r.server, r.cfg.LocalIP, r.creds, r.cfg.Realm)
 	if err != nil {
-		return nil, err
-	}
-	relayed, err := s.allocate(ctx)
-	if err != nil {
-		_ = s.close()
 		return nil, err
 	}
 	local := s.conn.LocalAddr()
@@ -181,6 +194,24 @@ func (r *runner) release(ctx context.Context, flows []*flow) int {
 		f.close()
 	})
 	return int(failed.Load())
+}
+
+// groupDelta reports the cgroup's CPU between two samples, per unit.
+func (r *runner) groupDelta(a, b samples, units uint64, perPacket bool) *Group {
+	if r.smp.cgroup == "" {
+		return nil
+	}
+	m := cpuTimes{busy: b.machine.busy - a.machine.busy, steal: b.machine.steal - a.machine.steal}
+	return newGroup(r.smp.cgroup, b.group-a.group, b.softirq-a.softirq, m, b.at.Sub(a.at), units, perPacket)
+}
+
+// disturbed warns when other processes or other guests took a noticeable
+// share of the machine during the measurement.
+func disturbed(g *Group) []string {
+	if g == nil || (g.OtherPct < 20 && g.StealPct < 10) {
+		return nil
+	}
+	return []string{fmt.Sprintf("other processes used %.0f%% of a core and other guests (steal) %.0f%% during the measurement: results are disturbed", g.OtherPct, g.StealPct)}
 }
 
 // relay runs ModeRelay.
@@ -339,6 +370,8 @@ func (r *runner) relay(ctx context.Context, rep *Report) error {
 	g := newProcess(os.Getpid(), s2.self.cpu-s1.self.cpu, measured, s0.self.rssKB, s3.self.rssKB)
 	perPacket(g, s1.self.rssKB)
 	rep.Gen = g
+	rep.Group = r.groupDelta(s1, s2, x.Relayed, true)
+	rep.Warning = append(rep.Warning, disturbed(rep.Group)...)
 
 	if cfg.Rate > 0 {
 		target := float64(cfg.Rate * len(flows))

@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -65,6 +67,7 @@ func TestRunAgainstPion(t *testing.T) {
 		minPeer   uint64 // relay: packets the peer must have seen (a quarter of the nominal: the race detector and a busy machine stall the pacer)
 		wantCount uint64 // relay: exact packets sent, when count-bounded
 		wantIO    string
+		cgroup    bool // a fake cgroup directory: the plumbing, not the kernel
 		fields    []string
 	}{
 		{
@@ -79,6 +82,16 @@ func TestRunAgainstPion(t *testing.T) {
 			cfg:      Config{Transport: "udp", Allocations: 2, Rate: 400, Duration: time.Second},
 			zeroLoss: true, minPeer: 200, wantIO: "polled",
 			fields: []string{"relay.relayed_pps", "io"},
+		},
+		{
+			name:     "udp fixed rate, blocking asked",
+			cfg:      Config{Transport: "udp", Allocations: 2, Rate: 400, IO: IOBlocking, Duration: time.Second},
+			zeroLoss: true, minPeer: 200, wantIO: "blocking",
+		},
+		{
+			name:     "udp fixed rate, polled asked",
+			cfg:      Config{Transport: "udp", Allocations: 2, Rate: 50, IO: IOPolled, Duration: time.Second},
+			zeroLoss: true, minPeer: 25, wantIO: "polled",
 		},
 		{
 			name:     "tcp fixed rate",
@@ -98,6 +111,22 @@ func TestRunAgainstPion(t *testing.T) {
 			cfg:      Config{Transport: "udp", Allocations: 4, Rate: 100, Count: 100, Duration: 5 * time.Second, User: "bob"},
 			zeroLoss: true, wantCount: 100,
 			fields: []string{"relay.sent"},
+		},
+		{
+			name:     "udp fixed rate from 127.0.0.2, cgroup",
+			cfg:      Config{Transport: "udp", Allocations: 2, Rate: 50, Duration: time.Second, LocalIP: netip.MustParseAddr("127.0.0.2")},
+			zeroLoss: true, minPeer: 20, cgroup: true,
+			fields: []string{"cgroup.cpu_seconds", "cgroup.cpu_us_per_packet", "cgroup.with_ksoftirqd_us_per_packet", "cgroup.ksoftirqd_cpu_seconds"},
+		},
+		{
+			name:   "udp idle",
+			cfg:    Config{Mode: ModeIdle, Transport: "udp", Allocations: 40, Duration: 200 * time.Millisecond, LocalIP: netip.MustParseAddr("127.0.0.2")},
+			fields: []string{"idle.opened", "idle.setup_allocations_per_s", "server.rss_kib_per_allocation", "server.rss_kib_held", "server.rss_kib_after_setup"},
+		},
+		{
+			name:   "tcp idle",
+			cfg:    Config{Mode: ModeIdle, Transport: "tcp", Allocations: 10, Duration: 100 * time.Millisecond},
+			fields: []string{"idle.opened"},
 		},
 		{
 			name:   "udp allocs",
@@ -130,6 +159,12 @@ func TestRunAgainstPion(t *testing.T) {
 			}
 			cfg.Realm = testRealm
 			cfg.ServerPID = os.Getpid() // the server runs in this process
+			if tt.cgroup {
+				cfg.Cgroup = t.TempDir()
+				if err := os.WriteFile(filepath.Join(cfg.Cgroup, "cpu.stat"), []byte("usage_usec 1000\nuser_usec 600\nsystem_usec 400\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			rep, err := Run(context.Background(), cfg, testutil.Logger(t))
 			if err != nil {
 				t.Fatal(err)
@@ -163,6 +198,17 @@ func TestRunAgainstPion(t *testing.T) {
 			}
 			if tt.wantIO != "" && rep.IO != tt.wantIO {
 				t.Errorf("io %q, want %q", rep.IO, tt.wantIO)
+			}
+			if d := rep.Idle; d != nil {
+				if d.Opened != uint64(cfg.Allocations) || d.Failed != 0 || d.ReleaseErrs != 0 {
+					t.Errorf("idle: opened %d of %d, failed %d, release errors %d: %s", d.Opened, cfg.Allocations, d.Failed, d.ReleaseErrs, d.FirstError)
+				}
+				if d.HeldSeconds < cfg.Duration.Seconds() {
+					t.Errorf("held %.3fs, want >= %s", d.HeldSeconds, cfg.Duration)
+				}
+			}
+			if tt.cgroup && (rep.Group == nil || rep.Group.CPUSeconds != 0) {
+				t.Errorf("cgroup section %+v, want one with 0 s (the fake cpu.stat does not move)", rep.Group)
 			}
 			if a := rep.Allocs; a != nil {
 				if a.Opened == 0 || a.Failed != 0 || a.Released != a.Opened {
@@ -206,6 +252,15 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"count below allocations", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", Allocations: 4, Count: 2}, "count 2"},
 		{"bad transport", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", Transport: "sctp"}, "transport"},
 		{"no port", Config{Server: "127.0.0.1", User: "u", Password: "p"}, "missing port"},
+		{"bad io", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", IO: "fast"}, "io"},
+		{"polled tcp", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", IO: IOPolled, Transport: "tcp"}, "io polled"},
+		{"relay beyond its cap", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", Allocations: 20000}, "allocations 20000"},
+		{"idle beyond its cap", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", Mode: ModeIdle, Allocations: MaxIdleAllocations + 1}, "allocations"},
+		{"local ip off loopback", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", LocalIP: netip.MustParseAddr("192.0.2.1")}, "local ip"},
+		{"local ip of the other family", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", LocalIP: netip.MustParseAddr("::1")}, "family"},
+		{"source net too narrow", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", SourceNet: netip.MustParsePrefix("198.19.0.0/31")}, "source net"},
+		{"source net ipv6", Config{Server: "127.0.0.1:3478", User: "u", Password: "p", SourceNet: netip.MustParsePrefix("fd00::/64")}, "source net"},
+		{"cgroup without cpu files", Config{Server: "127.0.0.1:1", User: "u", Password: "p", Cgroup: "/nonexistent-cgroup"}, "cgroup"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -253,5 +308,38 @@ func TestRESTCredentialsMatchPion(t *testing.T) {
 	got := RESTCredentials(testSecret, "carol", time.Unix(sec, 0))
 	if got.User != user || got.Password != pass {
 		t.Fatalf("RESTCredentials = %+v, pion made %q/%q", got, user, pass)
+	}
+}
+
+func TestIdlePeersDistinct(t *testing.T) {
+	ip := netip.MustParseAddr("127.0.0.2")
+	seen := map[netip.AddrPort]bool{}
+	for i := range MaxIdleAllocations - 1024 {
+		p := idlePeer(ip, i)
+		if seen[p] || p.Port() < 1024 {
+			t.Fatalf("idle peer %d = %s: repeated or below 1024", i, p)
+		}
+		seen[p] = true
+	}
+}
+
+func TestSourceIn(t *testing.T) {
+	p := netip.MustParsePrefix("198.19.0.0/16")
+	tests := []struct {
+		n    uint32
+		want string
+	}{
+		{0, "198.19.0.1"},
+		{255, "198.19.1.0"},
+		{65533, "198.19.255.254"},
+		{65534, "198.19.0.1"}, // wraps, skipping .0.0 and .255.255
+	}
+	for _, tt := range tests {
+		if got := sourceIn(p, tt.n); got.String() != tt.want {
+			t.Errorf("sourceIn(%s, %d) = %s, want %s", p, tt.n, got, tt.want)
+		}
+	}
+	if got := sourceIn(netip.MustParsePrefix("10.1.2.5/30"), 1); got.String() != "10.1.2.6" {
+		t.Errorf("sourceIn(/30, 1) = %s, want 10.1.2.6", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pion/stun/v3"
@@ -60,7 +61,7 @@ type session struct {
 	conn   net.Conn
 	tcp    bool
 	frames *framer // tcp only
-	rbuf   []byte  // udp only
+	rbuf   []byte  // udp only, made at the first read (idle mode drops it)
 
 	creds Credentials
 	realm string // wanted realm; "" takes the server's
@@ -89,8 +90,6 @@ func dialSession(ctx context.Context, transport string, server netip.AddrPort, l
 	s := &session{conn: c, tcp: transport == "tcp", creds: creds, realm: realm}
 	if s.tcp {
 		s.frames = newFramer(c)
-	} else {
-		s.rbuf = make([]byte, stunBufLen)
 	}
 	return s, nil
 }
@@ -168,7 +167,8 @@ func (s *session) request(ctx context.Context, method stun.Method, attrs ...stun
 			}
 			continue
 		}
-		return nil, &ResponseError{Method: name, Code: int(code.Code), Reason: string(code.Reason)}
+		// Some servers pad the reason with NULs (coturn 4.6).
+		return nil, &ResponseError{Method: name, Code: int(code.Code), Reason: strings.TrimRight(string(code.Reason), "\x00")}
 	}
 	return nil, fmt.Errorf("%s: still challenged after 4 tries", name)
 }
@@ -252,6 +252,9 @@ func (s *session) readResponse(id [stun.TransactionIDSize]byte) (*stun.Message, 
 
 func (s *session) readFrame() ([]byte, error) {
 	if !s.tcp {
+		if s.rbuf == nil {
+			s.rbuf = make([]byte, stunBufLen)
+		}
 		n, err := s.conn.Read(s.rbuf)
 		if err != nil {
 			return nil, fmt.Errorf("read from %s: %w", s.conn.RemoteAddr(), err)
@@ -268,6 +271,42 @@ func (s *session) readFrame() ([]byte, error) {
 		}
 		if err := s.frames.fill(); err != nil {
 			return nil, fmt.Errorf("read from %s: %w", s.conn.RemoteAddr(), err)
+		}
+	}
+}
+
+// codeAllocMismatch is 437 Allocation Mismatch.
+const codeAllocMismatch = 437
+
+// dialAllocate opens a client connection and allocates a UDP relay. When
+// the server answers 437, it still holds an allocation for this 5-tuple: the
+// kernel handed out the port of one released moments ago, which a server
+// may keep for a while. Then it tries again from a new socket (twice at
+// most), keeping the refused one open meanwhile so that its port is not
+// handed out again.
+func dialAllocate(ctx context.Context, transport string, server netip.AddrPort, local netip.Addr, creds Credentials, realm string) (*session, netip.AddrPort, error) {
+	var refused *session
+	defer func() {
+		if refused != nil {
+			_ = refused.close()
+		}
+	}()
+	for attempt := 0; ; attempt++ {
+		s, err := dialSession(ctx, transport, server, local, creds, realm)
+		if err != nil {
+			return nil, netip.AddrPort{}, err
+		}
+		relayed, err := s.allocate(ctx)
+		if err == nil {
+			return s, relayed, nil
+		}
+		if refused != nil {
+			_ = refused.close()
+		}
+		refused = s
+		var re *ResponseError
+		if attempt >= 2 || !errors.As(err, &re) || re.Code != codeAllocMismatch {
+			return nil, netip.AddrPort{}, err
 		}
 	}
 }

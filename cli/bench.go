@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -18,6 +19,8 @@ func newBench(e *env) *cobra.Command {
 	var (
 		cfg     bench.Config
 		mode    string
+		localIP string
+		srcNet  string
 		asJSON  bool
 		verbose bool
 	)
@@ -32,16 +35,24 @@ so it costs less than the server it measures.
 --rate is packets/s per allocation, sent in small bursts every --tick;
 --rate 0 keeps --window packets outstanding per allocation instead (max
 throughput). --mode allocs opens and releases allocations as fast as
---allocations concurrent clients can, and reports allocations/s.
+--allocations concurrent clients can, and reports allocations/s. --mode idle
+opens --allocations allocations (up to 65536, each with a permission and a
+channel), holds them without traffic for --duration and reports the
+server's RSS growth per allocation.
 
 With --server-pid, bench samples /proc for the server's CPU time per relayed
-packet (or per allocation) and its RSS growth per allocation.
+packet (or per allocation) and its RSS growth per allocation. With --cgroup
+DIR it also reports the CPU time of that cgroup (put the server and bench in
+it to count both, kernel work included) and of the ksoftirqd threads. bench
+raises its RLIMIT_NOFILE as far as the run needs (as root, past the hard
+limit).
 
 A run ends after --duration (or --count packets/allocations). Targets outside
 127.0.0.0/8 and ::1 are refused unless --allow-remote.`,
 		Example: `  ferry bench turn://127.0.0.1:3478 --user u --password p --allocations 20 --size 200 --rate 500 --duration 10s
   ferry bench turn://127.0.0.1:3478?transport=tcp --secret "$SECRET" --rate 0 --window 64 --json
-  ferry bench turn://127.0.0.1:3478 --user u --password p --mode allocs --allocations 8 --server-pid "$(pidof turnserver)"`,
+  ferry bench turn://127.0.0.1:3478 --user u --password p --mode allocs --allocations 8 --server-pid "$(pidof turnserver)"
+  ferry bench turn://127.0.0.1:3478 --user u --password p --mode idle --allocations 20000 --local-ip 127.0.0.2 --duration 5s --server-pid "$PID"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			server, transport, err := parseTURNURL(args[0])
@@ -56,6 +67,20 @@ A run ends after --duration (or --count packets/allocations). Targets outside
 			}
 			cfg.Server = server
 			cfg.Mode = bench.Mode(mode)
+			if localIP != "" {
+				ip, err := netip.ParseAddr(localIP)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--local-ip: %w", err)}
+				}
+				cfg.LocalIP = ip
+			}
+			if srcNet != "" {
+				p, err := netip.ParsePrefix(srcNet)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--source-net: %w", err)}
+				}
+				cfg.SourceNet = p
+			}
 			if err := cfg.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -96,15 +121,19 @@ A run ends after --duration (or --count packets/allocations). Targets outside
 	f.IntVar(&cfg.Rate, "rate", bench.DefaultRate, "offered packets/s per allocation; 0 sends as fast as --window allows")
 	f.IntVar(&cfg.Window, "window", bench.DefaultWindow, "outstanding packets per allocation with --rate 0")
 	f.DurationVar(&cfg.Tick, "tick", bench.DefaultTick, "pacing interval: each allocation's due packets go out in one burst per tick")
+	f.StringVar(&cfg.IO, "io", bench.IOAuto, "with --rate: polled (a goroutine per core polls every socket each tick), blocking (a goroutine per socket) or auto (polled at 0.5-32 packets per allocation per tick over UDP)")
 	f.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "length of the measured phase (at most "+bench.MaxDuration.String()+")")
 	f.IntVar(&cfg.Count, "count", 0, "also stop after this many packets (relay) or allocations (allocs); 0: no limit")
 	f.StringVar(&cfg.Transport, "transport", "udp", "client transport: udp or tcp (relays are UDP either way)")
-	f.StringVar(&mode, "mode", string(bench.ModeRelay), "relay (packets through allocations) or allocs (allocations/s)")
+	f.StringVar(&mode, "mode", string(bench.ModeRelay), "relay (packets through allocations), allocs (allocations/s) or idle (RSS per idle allocation)")
 	f.StringVar(&cfg.User, "user", "", "long-term credential user name (with --secret: the user in the REST user name)")
 	f.StringVar(&cfg.Password, "password", "", "long-term credential password")
 	f.StringVar(&cfg.Secret, "secret", "", "TURN REST shared secret: mint '<expiry>:<user>' credentials instead of --password")
 	f.StringVar(&cfg.Realm, "realm", "", "realm to expect (empty: take the server's)")
 	f.IntVar(&cfg.ServerPID, "server-pid", 0, "the server's pid, to report its CPU per packet and RSS per allocation from /proc")
+	f.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup directory (v2 cpu.stat or v1 cpuacct) whose CPU to report per packet or allocation, e.g. one holding the server and bench")
+	f.StringVar(&localIP, "local-ip", "", "address to bind client sockets and echo peers to, e.g. 127.0.0.2 (empty: the kernel's choice)")
+	f.StringVar(&srcNet, "source-net", "", "allocs mode: a new source address from this IPv4 prefix per attempt, local to this machine (default on IPv4 loopback: 127.x.y.z)")
 	f.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a target outside 127.0.0.0/8 and ::1 (load only servers you run)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log setup progress to stderr")

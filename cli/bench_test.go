@@ -75,6 +75,8 @@ func TestBenchRefuses(t *testing.T) {
 		{"no credentials", []string{"turn://127.0.0.1:3478"}, "credentials"},
 		{"tls", []string{"turns:127.0.0.1:5349", "--user", "u", "--password", "p"}, "not supported"},
 		{"bad mode", []string{"turn://127.0.0.1:3478", "--user", "u", "--password", "p", "--mode", "fast"}, "mode"},
+		{"bad local ip", []string{"turn://127.0.0.1:3478", "--user", "u", "--password", "p", "--local-ip", "localhost"}, "--local-ip"},
+		{"bad source net", []string{"turn://127.0.0.1:3478", "--user", "u", "--password", "p", "--source-net", "198.19.0.0"}, "--source-net"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,6 +145,8 @@ func TestBenchSmokeFerry(t *testing.T) {
 		{"udp relay", []string{"turn://" + udp, "--duration", "2s", "--rate", "50", "--allocations", "2"}},
 		{"tcp relay", []string{"turn://" + tcp + "?transport=tcp", "--duration", "1s", "--rate", "50", "--allocations", "2"}},
 		{"allocs", []string{"turn://" + udp, "--mode", "allocs", "--allocations", "2", "--count", "40", "--duration", "5s"}},
+		{"idle from 127.0.0.2", []string{"turn://" + udp, "--mode", "idle", "--allocations", "30", "--duration", "300ms", "--local-ip", "127.0.0.2"}},
+		{"udp relay from 127.0.0.2", []string{"turn://" + udp, "--duration", "1s", "--rate", "50", "--allocations", "2", "--local-ip", "127.0.0.2"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,6 +165,10 @@ func TestBenchSmokeFerry(t *testing.T) {
 			case rep.Relay != nil:
 				if rep.Relay.Received == 0 || rep.Relay.Received != rep.Relay.Sent || rep.Relay.RTT.P50 <= 0 {
 					t.Fatalf("sent %d, back %d, rtt p50 %v at 50 packets/s: %s", rep.Relay.Sent, rep.Relay.Received, rep.Relay.RTT.P50, stdout.String())
+				}
+			case rep.Idle != nil:
+				if rep.Idle.Opened != 30 || rep.Idle.Failed != 0 || rep.Idle.ReleaseErrs != 0 || rep.Srv == nil || rep.Srv.RSSPerAlloc == nil {
+					t.Fatalf("idle: opened %d of 30, failed %d, release errors %d: %s", rep.Idle.Opened, rep.Idle.Failed, rep.Idle.ReleaseErrs, stdout.String())
 				}
 			case rep.Allocs != nil:
 				if rep.Allocs.Opened != 40 || rep.Allocs.Released != 40 || rep.Allocs.Failed != 0 {
