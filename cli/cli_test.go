@@ -237,3 +237,11 @@ func TestServeBadConfigExits2(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, te.stderr.String())
 	}
 }
+
+func TestDefaultLoops(t *testing.T) {
+	for _, tc := range []struct{ cpus, want int }{{1, 1}, {2, 1}, {3, 2}, {4, 2}, {16, 8}} {
+		if got := defaultLoops(tc.cpus); got != tc.want {
+			t.Errorf("defaultLoops(%d) = %d, want %d", tc.cpus, got, tc.want)
+		}
+	}
+}

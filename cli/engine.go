@@ -39,7 +39,7 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 	relay4, relay6 netip.Addr, ifAddrs []netip.Addr, st *runtimeState, log *slog.Logger) (*started, error) {
 	loops := cfg.UDPSockets
 	if loops == 0 {
-		loops = runtime.GOMAXPROCS(0)
+		loops = defaultLoops(runtime.GOMAXPROCS(0))
 	}
 	skip := func(l config.Listener, err error) bool {
 		if cfg.DefaultListen() && l.Addr.Addr().Is6() && listen.Unavailable(err) {
@@ -117,6 +117,15 @@ func followAddresses(ctx context.Context, cfg config.Config, relay4, relay6 neti
 		log.Warn("not following address changes; the peer policy keeps the addresses read at start", "err", err)
 	}
 }
+
+// defaultLoops is the number of event loops for cpus cores: half of them,
+// at least one. Most of a relayed packet's cost is the kernel's (the UDP
+// send and receive paths, and on loopback or a veth pair the receiver's
+// delivery too, run in the sending thread); on a 2-core machine one loop
+// relays at the same peak as two and spends less CPU per packet, because
+// the cores it leaves do the kernel's work and the other loop's wake-ups
+// go away (docs/benchmarks.md).
+func defaultLoops(cpus int) int { return max(1, (cpus+1)/2) }
 
 // openNATSockets opens the RFC 5780 alternate sockets (A2:P1, A1:P2,
 // A2:P2) of every bound UDP listener of alt-ip's family.

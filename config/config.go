@@ -28,8 +28,8 @@ type Config struct {
 	PublicHost string `mapstructure:"public-host"`
 	// Listen lists the listener URLs: udp://, tcp://, tls://, dtls://.
 	Listen []string `mapstructure:"listen"`
-	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listener;
-	// 0 means one per CPU.
+	// UDPSockets is the number of event loops, and of SO_REUSEPORT sockets
+	// per UDP listener (one per loop); 0 means half the CPUs, at least one.
 	UDPSockets int `mapstructure:"udp-sockets"`
 	// AltIP is the alternate IP address for RFC 5780 NAT behaviour discovery:
 	// with it, every UDP listener of its family also answers Binding requests
@@ -379,8 +379,8 @@ func (c *Config) Validate() error {
 		}
 		seen[k] = true
 	}
-	if c.UDPSockets < 0 || c.UDPSockets > 256 {
-		add("udp-sockets", fmt.Errorf("%d is out of range; use 0 (one per CPU) to 256", c.UDPSockets))
+	if c.UDPSockets < 0 || c.UDPSockets > 255 {
+		add("udp-sockets", fmt.Errorf("%d is out of range; use 0 (half the CPUs) to 255", c.UDPSockets))
 	}
 	c.validateAlt(ls, add)
 	switch {

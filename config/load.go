@@ -23,7 +23,7 @@ var flagKeys = []struct {
 	{"software", "software", "SOFTWARE attribute in STUN responses (empty: none)"},
 	{"public-host", "public-host", "host name or IP clients use to reach ferry, for the iceServers it hands out"},
 	{"listen", "listen", "listener URL, repeatable: udp://127.0.0.1:3478, tcp://[::1]:3478, tls://0.0.0.0:5349, dtls://0.0.0.0:5349"},
-	{"udp-sockets", "udp-sockets", "event loops, and SO_REUSEPORT sockets per UDP listener (0: one per CPU)"},
+	{"udp-sockets", "udp-sockets", "event loops, and SO_REUSEPORT sockets per UDP listener (0: half the CPUs, at least one)"},
 	{"alt-ip", "alt-ip", "second address of this host for RFC 5780 NAT behaviour discovery on UDP listeners (empty: off)"},
 	{"alt-port", "alt-port", "alternate port for RFC 5780 discovery (0: each UDP listener's port + 1)"},
 	{"tls-cert", "tls.cert", "PEM certificate (chain) for tls:// and dtls:// listeners"},

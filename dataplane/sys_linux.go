@@ -306,8 +306,19 @@ func (b *txBatch) flush() (sent, dropped int) {
 	}
 	off := 0
 	for off < b.n {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.hdrs[off])),
-			uintptr(b.n-off), unix.MSG_DONTWAIT, 0, 0)
+		var n uintptr
+		var e unix.Errno
+		if b.n-off == 1 {
+			// One message (most sends from a relay socket to its peer):
+			// sendmsg spares sendmmsg's vector handling.
+			_, _, e = unix.RawSyscall(unix.SYS_SENDMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.hdrs[off].hdr)), unix.MSG_DONTWAIT)
+			if e == 0 {
+				n = 1
+			}
+		} else {
+			n, _, e = unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.hdrs[off])),
+				uintptr(b.n-off), unix.MSG_DONTWAIT, 0, 0)
+		}
 		switch {
 		case e == unix.EINTR:
 			continue
