@@ -199,6 +199,17 @@ func TestServeReloadAndStop(t *testing.T) {
 	te.sigs <- syscall.SIGHUP
 	waitForText(t, te.stderr, "reload refused")
 
+	// Regression 11: a file that would leave no credential at all (here
+	// an empty one) is refused too, with a line that says so.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	te.sigs <- syscall.SIGHUP
+	waitForText(t, te.stderr, "no auth.users and no auth.secrets")
+	if n := strings.Count(te.stderr.String(), "configuration reloaded"); n != 1 {
+		t.Fatalf("%d reloads taken, want only the first:\n%s", n, te.stderr.String())
+	}
+
 	te.stop(t, syscall.SIGTERM, done)
 	waitForText(t, te.stderr, "ferry stopped")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -50,6 +51,7 @@ type fixtureOpts struct {
 	externalIP    string
 	configure     func(*config.Config) // adjusts the config before Validate
 	tune          func(*Options)       // adjusts the server options
+	log           *slog.Logger         // the server's logger; nil logs to t
 }
 
 func startServer(t *testing.T, o fixtureOpts) *fixture {
@@ -139,6 +141,9 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 	opts.Credentials = snap
 	opts.Loops = o.loops
 	opts.Log = testutil.Logger(t)
+	if o.log != nil {
+		opts.Log = o.log
+	}
 	if o.tune != nil {
 		o.tune(&opts)
 	}

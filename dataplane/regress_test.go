@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/engine"
 	"github.com/ferryrtc/ferry/internal/testutil"
 	"github.com/ferryrtc/ferry/listen"
 )
@@ -274,5 +276,38 @@ func TestRelayPathDoesNotAllocate(t *testing.T) {
 	t.Logf("%d allocations for %d relayed datagrams (%.4f per datagram)", after.Mallocs-before.Mallocs, 2*n, perPacket)
 	if perPacket > 0.01 {
 		t.Fatalf("%.4f heap allocations per relayed datagram, want none", perPacket)
+	}
+}
+
+// Regression 7: the allocation lines name the client's real transport,
+// and an allocation its client released ends as "client", not "expired".
+func TestLogsNameTransportAndEnd(t *testing.T) {
+	log, lines := testutil.CaptureLogger(t)
+	f := startServer(t, fixtureOpts{allowLoopback: true, withTLS: true, withDTLS: true, log: log})
+	for _, tr := range []string{"udp", "tcp", "tls", "dtls"} {
+		c := f.client(t, tr, testUser, testPass)
+		rc, err := c.Allocate()
+		if err != nil {
+			t.Fatalf("%s: %v", tr, err)
+		}
+		if err := rc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		released := regexp.MustCompile(`msg="allocation deleted" client=\S+ transport=` + tr + ` `)
+		testutil.WaitFor(t, 5*time.Second, tr+" allocation released", func() bool {
+			return released.MatchString(lines.String())
+		})
+	}
+	out := lines.String()
+	for _, tr := range []string{"udp", "tcp", "tls", "dtls"} {
+		if !regexp.MustCompile(`msg="allocation created" client=\S+ listener=\S+ transport=` + tr + ` `).MatchString(out) {
+			t.Errorf("no allocation line with transport=%s:\n%s", tr, out)
+		}
+		if !regexp.MustCompile(`msg="allocation deleted" client=\S+ transport=` + tr + ` user=alice relay=\S+ reason=client `).MatchString(out) {
+			t.Errorf("no release line with transport=%s reason=client:\n%s", tr, out)
+		}
+	}
+	if st := f.srv.Stats(); st.Ended[engine.EndClient] != 4 || st.Ended[engine.EndExpired] != 0 {
+		t.Errorf("ended %v, want 4 by the client", st.Ended)
 	}
 }

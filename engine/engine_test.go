@@ -718,6 +718,17 @@ func TestOwnAddressesFollowed(t *testing.T) {
 	// Inbound from ferry's own relay address: relay ports only.
 	self := netip.AddrPortFrom(relayIP4, 40001)
 	cl.mustOK("permission for ferry's relay address", cl.permit(self))
+	// And outbound: a datagram to ferry's own listener port is dropped and
+	// counted as a drop, not as relayed (regression 15).
+	before := s.stats()
+	listener := netip.AddrPortFrom(relayIP4, 3478)
+	cl.send(listener, "to ferry itself")
+	after := s.stats()
+	if len(s.takePeer(listener)) != 0 || after.ToPeerPackets != before.ToPeerPackets ||
+		after.Dropped[DropPolicy] != before.Dropped[DropPolicy]+1 {
+		t.Fatalf("datagram to ferry's own listener: relayed %d->%d, policy drops %d->%d",
+			before.ToPeerPackets, after.ToPeerPackets, before.Dropped[DropPolicy], after.Dropped[DropPolicy])
+	}
 	s.fromPeer(netip.AddrPortFrom(relayIP4, 3478), cl.relay, []byte("from the listener"))
 	if _, _, _, ok := s.takeData(cl.c.Remote); ok {
 		t.Fatal("datagram from ferry's own listener port relayed to the client")
