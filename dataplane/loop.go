@@ -68,6 +68,9 @@ type loop struct {
 	relays    []relaySock
 	streams   map[engine.SocketID]*streamConn
 	spare     []msg
+	// offloaded are the channels this loop installed in the kernel fast
+	// path, by relay and peer.
+	offloaded map[[2]netip.AddrPort]*offloadEntry
 
 	closing atomic.Bool
 	done    chan struct{}
@@ -75,11 +78,12 @@ type loop struct {
 
 func newLoop(srv *Server, idx int, eng *engine.Engine) (*loop, error) {
 	l := &loop{srv: srv, idx: idx, eng: eng, epfd: -1, timer: -1,
-		events:  make([]unix.EpollEvent, maxEvents),
-		rx:      newRxBatch(batchSize, engine.Headroom, datagramRx, engine.Tailroom),
-		tx:      newTxBatch(batchSize, srv.gso),
-		streams: map[engine.SocketID]*streamConn{},
-		done:    make(chan struct{}),
+		events:    make([]unix.EpollEvent, maxEvents),
+		rx:        newRxBatch(batchSize, engine.Headroom, datagramRx, engine.Tailroom),
+		tx:        newTxBatch(batchSize, srv.gso),
+		streams:   map[engine.SocketID]*streamConn{},
+		offloaded: map[[2]netip.AddrPort]*offloadEntry{},
+		done:      make(chan struct{}),
 	}
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -192,6 +196,7 @@ func (l *loop) poll() bool {
 			case evTimer:
 				var v [8]byte
 				_, _ = unix.Read(l.timer, v[:])
+				l.offloadCounts()
 				l.eng.Tick(&l.out, time.Now())
 				l.flush()
 			}
@@ -373,6 +378,28 @@ func (l *loop) control(c *engine.Command) {
 		if sc := l.streams[c.Client.Socket]; sc != nil {
 			sc.close()
 		}
+	case engine.OpOffload:
+		o := *c.Offload
+		if err := l.srv.opts.Offload.Put(o); err != nil {
+			l.srv.counters.offloadFails.Add(1)
+			l.srv.log.Debug("fast path entry not installed; the channel stays in user space", "err", err)
+			break
+		}
+		key := [2]netip.AddrPort{o.Relay, o.Peer}
+		if e := l.offloaded[key]; e != nil {
+			e.ch = o
+		} else {
+			l.offloaded[key] = &offloadEntry{ch: o}
+		}
+	case engine.OpUnoffload:
+		key := [2]netip.AddrPort{c.Offload.Relay, c.Offload.Peer}
+		if e := l.offloaded[key]; e != nil {
+			l.offloadCount(e)
+			delete(l.offloaded, key)
+			if err := l.srv.opts.Offload.Delete(e.ch); err != nil {
+				l.srv.log.Warn("fast path entry not removed", "relay", e.ch.Relay, "peer", e.ch.Peer, "err", err)
+			}
+		}
 	case engine.OpReroute:
 		if sc := l.streams[c.Client.Socket]; sc != nil {
 			delete(l.streams, sc.id)
@@ -382,6 +409,42 @@ func (l *loop) control(c *engine.Command) {
 			copy(*frame, c.Data)
 			to.box.post(msg{kind: msgFrame, sc: sc, frame: frame, n: len(c.Data)})
 		}
+	}
+}
+
+// offloadEntry is a channel the loop installed in the kernel fast path
+// and the kernel's counts already reported to the engine.
+type offloadEntry struct {
+	ch   engine.OffloadChannel
+	seen engine.OffloadCounters
+}
+
+// offloadCounts reports the kernel's counts of the loop's offloaded
+// channels to its engine.
+func (l *loop) offloadCounts() {
+	for _, e := range l.offloaded {
+		l.offloadCount(e)
+	}
+}
+
+// offloadCount reports what the kernel relayed on e since the last report.
+func (l *loop) offloadCount(e *offloadEntry) {
+	c, err := l.srv.opts.Offload.Counters(e.ch)
+	if err != nil {
+		return
+	}
+	d := engine.OffloadCounters{
+		ToPeerPackets:   c.ToPeerPackets - e.seen.ToPeerPackets,
+		ToPeerBytes:     c.ToPeerBytes - e.seen.ToPeerBytes,
+		FromPeerPackets: c.FromPeerPackets - e.seen.FromPeerPackets,
+		FromPeerBytes:   c.FromPeerBytes - e.seen.FromPeerBytes,
+	}
+	if c.ToPeerPackets < e.seen.ToPeerPackets || c.FromPeerPackets < e.seen.FromPeerPackets {
+		d = c // the kernel's entry started over
+	}
+	e.seen = c
+	if d != (engine.OffloadCounters{}) {
+		l.eng.OffloadTraffic(e.ch.RelayID, e.ch.Peer, d)
 	}
 }
 

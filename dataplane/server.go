@@ -33,6 +33,9 @@ type Options struct {
 	Loops int
 	// HandshakeTimeout bounds a TLS or DTLS handshake; 0 means 10 s.
 	HandshakeTimeout time.Duration
+	// Offload, if set, is the kernel fast path the engine hands
+	// channel-bound UDP traffic to.
+	Offload Offloader
 	// Log receives the server's logs; nil discards.
 	Log *slog.Logger
 }
@@ -62,6 +65,14 @@ type Sockets struct {
 	NAT []NATSockets
 }
 
+// Offloader is the kernel fast path's table (package offload): the loops
+// write it on the engine's commands and read its counts on every tick.
+type Offloader interface {
+	Put(engine.OffloadChannel) error
+	Delete(engine.OffloadChannel) error
+	Counters(engine.OffloadChannel) (engine.OffloadCounters, error)
+}
+
 // counters are the data plane's own drops, added to the engine's.
 type counters struct {
 	oversized    atomic.Uint64 // datagrams larger than datagramRx
@@ -69,6 +80,7 @@ type counters struct {
 	sendDrops    atomic.Uint64 // datagrams the kernel did not take
 	recvErrors   atomic.Uint64
 	streamDrops  atomic.Uint64 // frames to a stream client whose queue was full
+	offloadFails atomic.Uint64 // fast path entries the kernel refused (they stay in user space)
 }
 
 // Server is ferry's TURN server on its own engine.
@@ -177,6 +189,7 @@ func build(o Options, s Sockets) (*Server, error) {
 	ec.Shards = o.Loops
 	ec.Log = o.Log
 	ec.RelayV4, ec.RelayV6 = o.RelayV4.IsValid(), o.RelayV6.IsValid()
+	ec.Offload = o.Offload != nil
 	var alts []*udpSock
 	for _, n := range s.NAT {
 		p := primary[n.Primary]

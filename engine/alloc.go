@@ -59,6 +59,8 @@ type channel struct {
 	peer    netip.AddrPort
 	expires int64 // the binding's; it is kept channelRebindGuard longer
 	active  bool  // counted in ChannelsActive
+
+	offloaded bool            // installed in the kernel fast path
 }
 
 func familyOf(a netip.Addr) uint8 {
@@ -220,6 +222,9 @@ func (e *Engine) sweep(out *Output, a *allocation) {
 	a.perms = perms
 	chans := a.chans[:0]
 	for _, ch := range a.chans {
+		if ch.offloaded && (ch.expires <= e.now || !a.permitted(ch.peer.Addr(), e.now)) {
+			e.unoffload(out, a, &ch)
+		}
 		if ch.active && ch.expires <= e.now {
 			ch.active = false
 			e.stats.ChannelsActive.dec()
@@ -319,7 +324,9 @@ func (e *Engine) deleteAllocation(out *Output, a *allocation, why int) {
 	for range a.perms {
 		e.stats.PermissionsActive.dec() // the list holds only those not yet counted down
 	}
-	for _, ch := range a.chans {
+	for i := range a.chans {
+		ch := &a.chans[i]
+		e.unoffload(out, a, ch)
 		if ch.active {
 			e.stats.ChannelsActive.dec()
 		}

@@ -84,6 +84,10 @@ type Config struct {
 	// Shards is the number of engines sharing one Shared.
 	Shards int
 
+	// Offload lets the engine hand channel-bound UDP traffic to the data
+	// plane's kernel fast path (see OffloadChannel).
+	Offload bool
+
 	// Log receives allocation lifecycle lines at info and the lines
 	// clients cause, bounded in total (see ClientLogRate).
 	Log *slog.Logger

@@ -177,14 +177,14 @@ func (e *Engine) Tick(out *Output, now time.Time) {
 	if p := e.sh.policy.Load(); p != e.policy {
 		e.policy = p
 		for _, a := range e.allocs {
-			e.revalidate(a, p)
+			e.revalidate(out, a, p)
 		}
 	}
 }
 
 // revalidate drops the permissions and channels of a that policy p no
 // longer admits (ferry's own addresses changed).
-func (e *Engine) revalidate(a *allocation, p *relay.Policy) {
+func (e *Engine) revalidate(out *Output, a *allocation, p *relay.Policy) {
 	perms := a.perms[:0]
 	for _, x := range a.perms {
 		if ok, _ := p.Check(x.ip); ok {
@@ -200,6 +200,7 @@ func (e *Engine) revalidate(a *allocation, p *relay.Policy) {
 		if ok, _ := p.Check(ch.peer.Addr()); ok && p.PortAllowed(ch.peer) {
 			continue
 		}
+		e.unoffload(out, a, ch)
 		if ch.active {
 			ch.active = false
 			e.stats.ChannelsActive.dec()

@@ -692,17 +692,7 @@ func TestOwnAddressesFollowed(t *testing.T) {
 	if len(s.takePeer(p)) != 1 {
 		t.Fatal("not relayed before the change")
 	}
-	pol, err := relay.NewPolicy(relay.PolicyOptions{
-		Allowed:      []netip.Prefix{peerNet, peerNet6},
-		Self:         []netip.Addr{relayIP4, relayIP6, serverAddr.Addr(), server6.Addr(), p.Addr()},
-		Relays:       []netip.Addr{relayIP4, relayIP6},
-		RelayMinPort: 40000,
-		RelayMaxPort: 49999,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.sh.SetPolicy(pol)
+	s.sh.SetPolicy(policyWithSelf(t, p.Addr()))
 	s.advance(time.Second)
 	cl.channelData(0x4000, "after")
 	cl.send(p, "after")
@@ -737,6 +727,23 @@ func TestOwnAddressesFollowed(t *testing.T) {
 	if _, _, data, ok := s.takeData(cl.c.Remote); !ok || string(data) != "from a relay" {
 		t.Fatal("datagram from another relay of ferry's not relayed")
 	}
+}
+
+// policyWithSelf is the simulation's policy with extra addresses of
+// ferry's own.
+func policyWithSelf(t *testing.T, extra ...netip.Addr) *relay.Policy {
+	t.Helper()
+	pol, err := relay.NewPolicy(relay.PolicyOptions{
+		Allowed:      []netip.Prefix{peerNet, peerNet6},
+		Self:         append([]netip.Addr{relayIP4, relayIP6, serverAddr.Addr(), server6.Addr()}, extra...),
+		Relays:       []netip.Addr{relayIP4, relayIP6},
+		RelayMinPort: 40000,
+		RelayMaxPort: 49999,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
 }
 
 // Regression 12: the log lines clients cause are bounded in total, not

@@ -59,6 +59,16 @@ type simNet struct {
 	dials    []Command
 	joins    []Command
 	onCmd    func(shard int, c Command)
+	// kernel is the simulated fast path's table: what the engine
+	// offloaded, relayed here without the engine until its expiry.
+	kernel map[[2]netip.AddrPort]*kernelEntry
+}
+
+// kernelEntry is one offloaded channel and the kernel's counts for it.
+type kernelEntry struct {
+	OffloadChannel
+	shard  int
+	counts OffloadCounters
 }
 
 type simOpts struct {
@@ -130,7 +140,7 @@ func newSim(t testing.TB, o simOpts) *simNet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &simNet{t: t, sh: sh, now: start,
+	s := &simNet{t: t, sh: sh, now: start, kernel: map[[2]netip.AddrPort]*kernelEntry{},
 		relays: map[RelayID]netip.AddrPort{}, bound: map[netip.AddrPort]RelayID{},
 		nextPort: map[uint8]uint16{4: 40000, 6: 40000}, inbox: map[netip.AddrPort][][]byte{}}
 	for i := range o.shards {
@@ -152,17 +162,45 @@ func (s *simNet) shardOf(c *Client) int {
 	return int(h.Sum32() % uint32(len(s.eng)))
 }
 
-// advance moves the clock and runs every shard's timers.
+// advance moves the clock, reports the kernel's counts and runs every
+// shard's timers.
 func (s *simNet) advance(d time.Duration) {
 	s.now = s.now.Add(d)
+	for _, k := range s.kernel {
+		s.report(k)
+	}
 	for i, e := range s.eng {
 		e.Tick(&s.out, s.now)
 		s.exec(i)
 	}
 }
 
-// fromClient hands a client packet to the shard its 5-tuple maps to.
+// report hands the kernel's counts of k since the last report to its
+// shard, as the data plane does.
+func (s *simNet) report(k *kernelEntry) {
+	s.eng[k.shard].OffloadTraffic(k.RelayID, k.Peer, k.counts)
+	k.counts = OffloadCounters{}
+}
+
+// fromClient hands a client packet to the shard its 5-tuple maps to, or
+// relays it as the kernel would when its channel is offloaded.
 func (s *simNet) fromClient(c *Client, pkt []byte) {
+	if c.Transport == UDP && len(pkt) >= 4 && pkt[0]&0xC0 == 0x40 {
+		number := uint16(pkt[0])<<8 | uint16(pkt[1])
+		n := int(pkt[2])<<8 | int(pkt[3])
+		for _, k := range s.kernel {
+			if k.Client == c.Remote && k.Listener == c.Local && k.Number == number && s.now.Before(k.Expires) && 4+n <= len(pkt) {
+				data := append([]byte(nil), pkt[4:4+n]...)
+				k.counts.ToPeerPackets++
+				k.counts.ToPeerBytes += uint64(n)
+				if s.onCmd != nil {
+					s.onCmd(k.shard, Command{Op: OpSendPeer, Relay: k.RelayID, Peer: k.Peer, Data: data})
+				}
+				s.peerRx = append(s.peerRx, sentToPeer{relay: k.RelayID, from: k.Relay, to: k.Peer, data: string(data), at: s.now})
+				return
+			}
+		}
+	}
 	i := s.shardOf(c)
 	s.eng[i].HandleClient(&s.out, c, append([]byte(nil), pkt...), s.now)
 	s.exec(i)
@@ -173,6 +211,17 @@ func (s *simNet) fromPeer(peer, relayAddr netip.AddrPort, data []byte) bool {
 	id, ok := s.bound[relayAddr]
 	if !ok {
 		return false
+	}
+	if k := s.kernel[[2]netip.AddrPort{relayAddr, peer}]; k != nil && s.now.Before(k.Expires) {
+		msg := append([]byte{byte(k.Number >> 8), byte(k.Number), byte(len(data) >> 8), byte(len(data))}, data...)
+		k.counts.FromPeerPackets++
+		k.counts.FromPeerBytes += uint64(len(data))
+		to := Client{Transport: UDP, Socket: 1, Local: k.Listener, Remote: k.Client}
+		if s.onCmd != nil {
+			s.onCmd(k.shard, Command{Op: OpSendClient, Client: to, Data: msg})
+		}
+		s.inbox[k.Client] = append(s.inbox[k.Client], msg)
+		return true
 	}
 	buf := make([]byte, Headroom+len(data)+Tailroom)
 	copy(buf[Headroom:], data)
@@ -265,6 +314,23 @@ func (s *simNet) execOne(i int, c Command) {
 	case OpReroute:
 		s.eng[c.Shard].HandleClient(&s.out, &c.Client, c.Data, s.now)
 		s.exec(c.Shard)
+	case OpOffload:
+		key := [2]netip.AddrPort{c.Offload.Relay, c.Offload.Peer}
+		if _, open := s.bound[c.Offload.Relay]; !open {
+			s.t.Errorf("offload of channel %x on relay %v, which is not open", c.Offload.Number, c.Offload.Relay)
+		}
+		k := s.kernel[key]
+		if k == nil {
+			k = &kernelEntry{shard: i}
+			s.kernel[key] = k
+		}
+		k.OffloadChannel = *c.Offload
+	case OpUnoffload:
+		key := [2]netip.AddrPort{c.Offload.Relay, c.Offload.Peer}
+		if k := s.kernel[key]; k != nil {
+			s.report(k)
+			delete(s.kernel, key)
+		}
 	default:
 		s.t.Errorf("unknown command %d", c.Op)
 	}

@@ -150,6 +150,7 @@ func (e *Engine) createPermission(out *Output, c *Client, m *stunwire.Message, r
 	}
 	for _, ip := range peers[:n] {
 		e.permit(a, ip)
+		e.reoffload(out, a, ip)
 	}
 	e.schedule(a)
 	e.begin(out, m, stun.ClassSuccessResponse)
@@ -240,4 +241,5 @@ func (e *Engine) channelBind(out *Output, c *Client, m *stunwire.Message, r auth
 	e.schedule(a)
 	e.begin(out, m, stun.ClassSuccessResponse)
 	e.send(out, c, r.key, m.HasFingerprint, reqLen)
+	e.offload(out, a, ch) // after the answer: the client learns of the channel first
 }

@@ -52,6 +52,7 @@ func simulate(t *testing.T, seed uint64, steps int) {
 	s := newSim(t, simOpts{shards: 2, users: []string{"alice=a", "bob=b", "carol=c"}, configure: func(c *Config) {
 		c.UserAllocations, c.TotalAllocations, c.Permissions, c.Channels = userQuota, totalQuota, permQuota, chanQuota
 		c.AuthFailureRate, c.AuthFailureBurst = 0, 0
+		c.Offload = seed%2 == 1 // odd seeds relay channel traffic in the simulated kernel
 	}})
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	users := []struct{ name, pass string }{{"alice", "a"}, {"bob", "b"}, {"carol", "c"}}
@@ -260,6 +261,9 @@ func simulate(t *testing.T, seed uint64, steps int) {
 	s.advance(2 * time.Hour)
 	s.advance(time.Minute)
 	st := s.stats()
+	if len(s.kernel) != 0 {
+		t.Fatalf("seed %d: %d offloaded channels left after everything expired", seed, len(s.kernel))
+	}
 	if st.Allocations != 0 || len(s.relays) != 0 || st.PermissionsActive != 0 || st.ChannelsActive != 0 {
 		t.Fatalf("seed %d: after everything expired: %d allocations, %d relay sockets, %d permissions, %d channels",
 			seed, st.Allocations, len(s.relays), st.PermissionsActive, st.ChannelsActive)

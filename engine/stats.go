@@ -83,6 +83,7 @@ type Stats struct {
 	Dropped                        [numDrops]counter
 	Bindings                       counter
 	StaleNonces                    counter // 438s: expired, foreign or unknown nonces
+	Offloaded                      counter // relayed packets the kernel fast path counted
 	Created                        [numTransports][2]counter
 	Active                         [numTransports][2]counter
 	Ended                          [numEnds]counter
@@ -105,6 +106,7 @@ type Snapshot struct {
 	Dropped                        [numDrops]uint64
 	Bindings                       uint64
 	StaleNonces                    uint64
+	Offloaded                      uint64
 	Created                        [numTransports][2]uint64
 	Active                         [numTransports][2]uint64
 	Ended                          [numEnds]uint64
@@ -128,6 +130,7 @@ func (s *Snapshot) add(st *Stats, reasons []string) {
 	}
 	s.Bindings += st.Bindings.load()
 	s.StaleNonces += st.StaleNonces.load()
+	s.Offloaded += st.Offloaded.load()
 	for t := range st.Created {
 		for f := range st.Created[t] {
 			s.Created[t][f] += st.Created[t][f].load()

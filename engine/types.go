@@ -118,6 +118,10 @@ const (
 	// Data it sent, to shard Shard, which owns what the frame refers to
 	// (an RFC 6062 CONNECTION-ID). The engine forgets the connection.
 	OpReroute
+	// OpOffload installs or refreshes Offload in the kernel fast path.
+	OpOffload
+	// OpUnoffload removes Offload from the kernel fast path.
+	OpUnoffload
 )
 
 // OpenRelay describes a relay socket to bind.
@@ -138,16 +142,17 @@ type OpenRelay struct {
 // Command is one thing for the data plane to do. Data points into the
 // input packet or the Output's arena: use it before Output.Reset.
 type Command struct {
-	Op     Op
-	Client Client
-	Relay  RelayID
-	Old    RelayID
-	Peer   netip.AddrPort
-	Conn   uint32
-	Shard  int
-	Open   OpenRelay
-	Data   []byte
-	Join   *Join
+	Op      Op
+	Client  Client
+	Relay   RelayID
+	Old     RelayID
+	Peer    netip.AddrPort
+	Conn    uint32
+	Shard   int
+	Open    OpenRelay
+	Data    []byte
+	Join    *Join
+	Offload *OffloadChannel
 }
 
 // Join is what the data plane needs to relay an RFC 6062 data connection.

@@ -1,0 +1,126 @@
+package engine
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+
+func TestOffloadLifecycle(t *testing.T) {
+	s := newSim(t, simOpts{configure: func(c *Config) { c.Offload = true }})
+	table := s.kernel
+	cl := s.client(UDP, "198.51.100.1:1000", "alice", "wonderland")
+	cl.allocate(lifetime(3600))
+	p := peer(1)
+	cl.mustOK("ChannelBind", cl.bind(0x4000, p))
+	k, ok := table[[2]netip.AddrPort{cl.relay, p}]
+	if !ok || len(table) != 1 {
+		t.Fatalf("table after ChannelBind: %v", table)
+	}
+	// The permission (5 minutes) ends before the channel (10).
+	if k.Client != cl.c.Remote || k.Listener != cl.c.Local || k.Number != 0x4000 || !k.Expires.Equal(s.now.Add(PermissionLifetime)) {
+		t.Fatalf("entry %+v", k.OffloadChannel)
+	}
+	// A refreshed permission moves the expiry.
+	s.now = s.now.Add(time.Minute)
+	cl.mustOK("CreatePermission", cl.permit(p))
+	if got := table[[2]netip.AddrPort{cl.relay, p}].Expires; !got.Equal(s.now.Add(PermissionLifetime)) {
+		t.Fatalf("expiry after refresh %v, want %v", got, s.now.Add(PermissionLifetime))
+	}
+	// The kernel's counts land in the allocation and the counters.
+	// The kernel relays: the engine sees nothing, then counts it from the
+	// kernel's counts.
+	for range 3 {
+		cl.channelData(0x4000, "kernel")
+	}
+	s.fromPeer(p, cl.relay, []byte("back"))
+	if got := s.takePeer(p); len(got) != 3 {
+		t.Fatalf("%d datagrams relayed by the kernel", len(got))
+	}
+	if ch, _, data, ok := s.takeData(cl.c.Remote); !ok || ch != 0x4000 || string(data) != "back" {
+		t.Fatal("peer datagram not relayed by the kernel")
+	}
+	if st := s.stats(); st.ToPeerPackets != 0 {
+		t.Fatalf("the engine saw %d offloaded datagrams", st.ToPeerPackets)
+	}
+	s.advance(time.Second)
+	eng := s.eng[s.shardOf(&cl.c)]
+	st := s.stats()
+	if st.ToPeerPackets != 3 || st.ToPeerBytes != 18 || st.FromPeerBytes != 4 || st.Offloaded != 4 {
+		t.Fatalf("counted %d packets %d bytes to peers, %d from, offloaded %d", st.ToPeerPackets, st.ToPeerBytes, st.FromPeerBytes, st.Offloaded)
+	}
+	if l := eng.List(nil, s.now); len(l) != 1 || l[0].ToPeerBytes != 18 {
+		t.Fatalf("admin list %+v", l)
+	}
+	// The permission lapses: the entry goes.
+	s.advance(PermissionLifetime + time.Second)
+	if len(table) != 0 {
+		t.Fatalf("entry left after its permission expired: %v", table)
+	}
+	// Bound again, then the allocation ends: the entry goes.
+	cl.mustOK("ChannelBind again", cl.bind(0x4000, p))
+	if len(table) != 1 {
+		t.Fatal("not offloaded again")
+	}
+	eng.CloseUser(&s.out, "alice", s.now)
+	s.exec(eng.Shard())
+	if len(table) != 0 {
+		t.Fatalf("entry left after an admin close: %v", table)
+	}
+}
+
+func TestOffloadOnlyWhatTheKernelMayRelay(t *testing.T) {
+	tests := []struct {
+		name      string
+		configure func(*Config)
+		transport Transport
+		peer      netip.AddrPort
+		extra     []stun.Setter
+		want      int
+	}{
+		{"udp client, IPv4 peer", nil, UDP, peer(1), nil, 1},
+		{"offload off", func(c *Config) { c.Offload = false }, UDP, peer(1), nil, 0},
+		{"tcp client", nil, TCP, peer(1), nil, 0},
+		{"IPv6 peer of an IPv4 client", nil, UDP, netip.MustParseAddrPort("[2001:db8:1::9]:9"),
+			[]stun.Setter{stun.RawAttribute{Type: 0x8000, Value: []byte{2, 0, 0, 0}}}, 0},
+		{"allocation bandwidth cap", func(c *Config) { c.AllocationBandwidth = 100_000 }, UDP, peer(1), nil, 0},
+		{"user bandwidth cap", func(c *Config) { c.UserBandwidth = 100_000 }, UDP, peer(1), nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSim(t, simOpts{configure: func(c *Config) {
+				c.Offload = true
+				if tt.configure != nil {
+					tt.configure(c)
+				}
+			}})
+			table := s.kernel
+			cl := s.client(tt.transport, "198.51.100.1:1000", "alice", "wonderland")
+			cl.allocate(tt.extra...)
+			cl.mustOK("ChannelBind", cl.bind(0x4000, tt.peer))
+			if len(table) != tt.want {
+				t.Fatalf("%d entries, want %d", len(table), tt.want)
+			}
+		})
+	}
+}
+
+// A peer the policy stops admitting (it became one of ferry's own
+// addresses) leaves the fast path at the next tick.
+func TestOffloadFollowsPolicy(t *testing.T) {
+	s := newSim(t, simOpts{configure: func(c *Config) { c.Offload = true }})
+	table := s.kernel
+	cl := s.client(UDP, "198.51.100.1:1000", "alice", "wonderland")
+	cl.allocate()
+	p := peer(7)
+	cl.mustOK("ChannelBind", cl.bind(0x4000, p))
+	pol := policyWithSelf(t, p.Addr())
+	s.sh.SetPolicy(pol)
+	s.advance(time.Second)
+	if len(table) != 0 {
+		t.Fatalf("denied peer still offloaded: %v", table)
+	}
+}
