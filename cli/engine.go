@@ -70,19 +70,32 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 	opts.Credentials = st.authn.Snapshot()
 	opts.Loops = loops
 	opts.Log = log
+	fp := openFastPath(cfg, bound, relay4, relay6, log)
+	if fp != nil {
+		opts.Offload = fastPath{fp}
+	}
 	srv, err := dataplane.New(opts, dataplane.SocketsFrom(set, nat))
 	if err != nil {
+		if fp != nil {
+			_ = fp.Close()
+		}
 		return nil, &exitError{code: 1, err: err}
 	}
 	st.onCredentials = srv.SetCredentials
 	go followAddresses(ctx, cfg, relay4, relay6, bound, srv, log)
+	var fpm metrics.FastPath
+	if fp != nil {
+		fpm = fp
+	}
 	m := metrics.New(metrics.Source{
+		FastPath:          fpm,
 		Stats:             srv.Stats,
 		Draining:          srv.Draining,
 		PeerDenialReasons: srv.Shared().PeerDenialReasons(),
+		FastPathChannels:  srv.FastPathChannels,
 	}, log)
 	return &started{
-		srv:     srv,
+		srv:     withFastPath{Server: srv, fp: fp},
 		bound:   bound,
 		metrics: m.Handler(),
 		admin: func(cfg config.Config, log *slog.Logger) (*admin.Handler, error) {

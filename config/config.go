@@ -80,7 +80,24 @@ type Relay struct {
 	DeniedPeers []string `mapstructure:"denied-peers"`
 	// AllocationLifetime is the default allocation lifetime.
 	AllocationLifetime time.Duration `mapstructure:"allocation-lifetime"`
+	// Offload is the kernel fast path for channel-bound UDP traffic:
+	// "auto" (XDP where the driver runs it natively, else TC), "xdp",
+	// "tc" or "off". Without the capabilities (CAP_BPF and CAP_NET_ADMIN)
+	// or kernel support ferry logs why and relays in user space.
+	Offload string `mapstructure:"offload"`
+	// OffloadInterfaces names the interfaces the fast path attaches to.
+	// Empty: every interface, loopback excepted, that carries a listener
+	// or relay address (any, for a wildcard listener).
+	OffloadInterfaces []string `mapstructure:"offload-interfaces"`
 }
+
+// Offload modes of relay.offload.
+const (
+	OffloadAuto = "auto"
+	OffloadXDP  = "xdp"
+	OffloadTC   = "tc"
+	OffloadOff  = "off"
+)
 
 // Auth configures long-term credentials.
 type Auth struct {
@@ -144,6 +161,7 @@ func Default() Config {
 		Relay: Relay{
 			Ports:              "49152-65535",
 			AllocationLifetime: 10 * time.Minute,
+			Offload:            OffloadAuto,
 		},
 		Auth: Auth{
 			MaxTTL: 24 * time.Hour,
@@ -410,6 +428,16 @@ func (c *Config) Validate() error {
 	add("relay.denied-peers", err)
 	if c.Relay.AllocationLifetime < 30*time.Second || c.Relay.AllocationLifetime > time.Hour {
 		add("relay.allocation-lifetime", fmt.Errorf("%s is out of range; use 30s to 1h (RFC 8656 default 10m)", c.Relay.AllocationLifetime))
+	}
+	switch c.Relay.Offload {
+	case OffloadAuto, OffloadXDP, OffloadTC, OffloadOff:
+	default:
+		add("relay.offload", fmt.Errorf("%q is not a fast path mode; use auto, xdp, tc or off", c.Relay.Offload))
+	}
+	for _, name := range c.Relay.OffloadInterfaces {
+		if name == "" || len(name) >= 16 || strings.ContainsAny(name, "/ \t") {
+			add("relay.offload-interfaces", fmt.Errorf("%q is not an interface name (as ip link shows them, e.g. eth0)", name))
+		}
 	}
 	names := map[string]bool{}
 	for _, u := range c.Auth.Users {

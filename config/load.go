@@ -35,6 +35,8 @@ var flagKeys = []struct {
 	{"allowed-peers", "relay.allowed-peers", "peer CIDR admitted despite the default policy, repeatable"},
 	{"denied-peers", "relay.denied-peers", "peer CIDR always refused (wins over allowed-peers), repeatable"},
 	{"allocation-lifetime", "relay.allocation-lifetime", "default allocation lifetime"},
+	{"relay-offload", "relay.offload", "kernel fast path for channel-bound UDP traffic: auto, xdp, tc or off"},
+	{"relay-offload-interface", "relay.offload-interfaces", "interface the fast path attaches to, repeatable (default: those carrying listener or relay addresses)"},
 	{"user", "auth.users", "static user name=password or name=0x<md5 key>, repeatable"},
 	{"auth-secret", "auth.secrets", "TURN REST API shared secret, repeatable; the first signs new credentials"},
 	{"max-ttl", "auth.max-ttl", "longest lifetime of a minted credential"},

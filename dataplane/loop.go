@@ -381,8 +381,10 @@ func (l *loop) control(c *engine.Command) {
 	case engine.OpOffload:
 		o := *c.Offload
 		if err := l.srv.opts.Offload.Put(o); err != nil {
-			l.srv.counters.offloadFails.Add(1)
-			l.srv.log.Debug("fast path entry not installed; the channel stays in user space", "err", err)
+			if l.srv.counters.offloadFails.Add(1) == 1 {
+				l.srv.log.Warn("fast path entry not installed; the channel relays in user space (later failures are only counted: ferry_offload_install_failures_total)",
+					"channel", o.Number, "client", o.Client, "err", err)
+			}
 			break
 		}
 		key := [2]netip.AddrPort{o.Relay, o.Peer}
@@ -390,12 +392,14 @@ func (l *loop) control(c *engine.Command) {
 			e.ch = o
 		} else {
 			l.offloaded[key] = &offloadEntry{ch: o}
+			l.srv.counters.offloaded.Add(1)
 		}
 	case engine.OpUnoffload:
 		key := [2]netip.AddrPort{c.Offload.Relay, c.Offload.Peer}
 		if e := l.offloaded[key]; e != nil {
 			l.offloadCount(e)
 			delete(l.offloaded, key)
+			l.srv.counters.offloaded.Add(-1)
 			if err := l.srv.opts.Offload.Delete(e.ch); err != nil {
 				l.srv.log.Warn("fast path entry not removed", "relay", e.ch.Relay, "peer", e.ch.Peer, "err", err)
 			}

@@ -81,6 +81,7 @@ type counters struct {
 	recvErrors   atomic.Uint64
 	streamDrops  atomic.Uint64 // frames to a stream client whose queue was full
 	offloadFails atomic.Uint64 // fast path entries the kernel refused (they stay in user space)
+	offloaded    atomic.Int64  // fast path entries installed now
 }
 
 // Server is ferry's TURN server on its own engine.
@@ -297,6 +298,13 @@ func (s *Server) Stats() engine.Snapshot {
 	st.Dropped[engine.DropOversized] += s.counters.oversized.Load()
 	st.Dropped[engine.DropInvalidFrame] += s.counters.invalidFrame.Load()
 	return st
+}
+
+// FastPathChannels returns the channels installed in the kernel fast path
+// now and the installs the kernel refused so far (those channels relay in
+// user space).
+func (s *Server) FastPathChannels() (installed, refused uint64) {
+	return uint64(max(0, s.counters.offloaded.Load())), s.counters.offloadFails.Load()
 }
 
 // List returns every live allocation, ordered by creation.

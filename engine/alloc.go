@@ -60,7 +60,7 @@ type channel struct {
 	expires int64 // the binding's; it is kept channelRebindGuard longer
 	active  bool  // counted in ChannelsActive
 
-	offloaded bool            // installed in the kernel fast path
+	offloaded bool // installed in the kernel fast path
 }
 
 func familyOf(a netip.Addr) uint8 {

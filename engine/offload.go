@@ -49,6 +49,9 @@ func (e *Engine) offloadable(a *allocation, peer netip.AddrPort) bool {
 	if !e.cfg.Offload || a.tcp || a.client.Transport != UDP || e.cfg.AllocationBandwidth > 0 || e.cfg.UserBandwidth > 0 {
 		return false
 	}
+	if a.client.Local.Addr().IsUnspecified() { // the datagram's destination is unknown
+		return false
+	}
 	return a.client.Remote.Addr().Unmap().Is4() == peer.Addr().Unmap().Is4()
 }
 
@@ -117,7 +120,8 @@ func (e *Engine) OffloadTraffic(r RelayID, peer netip.AddrPort, d OffloadCounter
 	e.stats.ToPeerBytes.add(d.ToPeerBytes)
 	e.stats.FromPeerPackets.add(d.FromPeerPackets)
 	e.stats.FromPeerBytes.add(d.FromPeerBytes)
-	e.stats.Offloaded.add(d.ToPeerPackets + d.FromPeerPackets)
+	e.stats.OffloadedToPeer.add(d.ToPeerPackets)
+	e.stats.OffloadedFromPeer.add(d.FromPeerPackets)
 	a := e.allocationOf(r)
 	if a == nil {
 		return

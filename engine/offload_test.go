@@ -8,7 +8,6 @@ import (
 	"github.com/pion/stun/v3"
 )
 
-
 func TestOffloadLifecycle(t *testing.T) {
 	s := newSim(t, simOpts{configure: func(c *Config) { c.Offload = true }})
 	table := s.kernel
@@ -49,8 +48,8 @@ func TestOffloadLifecycle(t *testing.T) {
 	s.advance(time.Second)
 	eng := s.eng[s.shardOf(&cl.c)]
 	st := s.stats()
-	if st.ToPeerPackets != 3 || st.ToPeerBytes != 18 || st.FromPeerBytes != 4 || st.Offloaded != 4 {
-		t.Fatalf("counted %d packets %d bytes to peers, %d from, offloaded %d", st.ToPeerPackets, st.ToPeerBytes, st.FromPeerBytes, st.Offloaded)
+	if st.ToPeerPackets != 3 || st.ToPeerBytes != 18 || st.FromPeerBytes != 4 || st.OffloadedToPeer+st.OffloadedFromPeer != 4 {
+		t.Fatalf("counted %d packets %d bytes to peers, %d from, offloaded %d+%d", st.ToPeerPackets, st.ToPeerBytes, st.FromPeerBytes, st.OffloadedToPeer, st.OffloadedFromPeer)
 	}
 	if l := eng.List(nil, s.now); len(l) != 1 || l[0].ToPeerBytes != 18 {
 		t.Fatalf("admin list %+v", l)

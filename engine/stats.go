@@ -83,17 +83,19 @@ type Stats struct {
 	Dropped                        [numDrops]counter
 	Bindings                       counter
 	StaleNonces                    counter // 438s: expired, foreign or unknown nonces
-	Offloaded                      counter // relayed packets the kernel fast path counted
-	Created                        [numTransports][2]counter
-	Active                         [numTransports][2]counter
-	Ended                          [numEnds]counter
-	AuthFailures                   [numMethods]counter
-	Refused                        [numRefused]counter
-	PeerDenied                     []counter // by Shared.denyIndex
-	PermissionsCreated             counter
-	PermissionsActive              counter
-	ChannelsCreated                counter
-	ChannelsActive                 counter
+	// OffloadedToPeer and OffloadedFromPeer are the relayed packets the
+	// kernel fast path carried (also in ToPeerPackets, FromPeerPackets).
+	OffloadedToPeer, OffloadedFromPeer counter
+	Created                            [numTransports][2]counter
+	Active                             [numTransports][2]counter
+	Ended                              [numEnds]counter
+	AuthFailures                       [numMethods]counter
+	Refused                            [numRefused]counter
+	PeerDenied                         []counter // by Shared.denyIndex
+	PermissionsCreated                 counter
+	PermissionsActive                  counter
+	ChannelsCreated                    counter
+	ChannelsActive                     counter
 	// tcpEnded holds the RFC 6062 bytes of ended allocations, which the
 	// data plane counted in the allocations' Traffic.
 	tcpEnded Traffic
@@ -106,7 +108,8 @@ type Snapshot struct {
 	Dropped                        [numDrops]uint64
 	Bindings                       uint64
 	StaleNonces                    uint64
-	Offloaded                      uint64
+	OffloadedToPeer                uint64
+	OffloadedFromPeer              uint64
 	Created                        [numTransports][2]uint64
 	Active                         [numTransports][2]uint64
 	Ended                          [numEnds]uint64
@@ -130,7 +133,8 @@ func (s *Snapshot) add(st *Stats, reasons []string) {
 	}
 	s.Bindings += st.Bindings.load()
 	s.StaleNonces += st.StaleNonces.load()
-	s.Offloaded += st.Offloaded.load()
+	s.OffloadedToPeer += st.OffloadedToPeer.load()
+	s.OffloadedFromPeer += st.OffloadedFromPeer.load()
 	for t := range st.Created {
 		for f := range st.Created[t] {
 			s.Created[t][f] += st.Created[t][f].load()

@@ -38,6 +38,12 @@ type Source struct {
 	Draining func() bool
 	// PeerDenialReasons lists the peer policy's reasons, created at zero.
 	PeerDenialReasons []string
+	// FastPath is the kernel fast path; nil when it is off.
+	FastPath FastPath
+	// FastPathChannels returns the channels installed in the fast path
+	// and the installs the kernel refused
+	// (dataplane.Server.FastPathChannels).
+	FastPathChannels func() (installed, refused uint64)
 }
 
 // New builds the private registry: the Go and process collectors and one
@@ -53,6 +59,7 @@ func New(src Source, log *slog.Logger) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newEngineCollector(src),
+		newFastPathCollector(src),
 	)
 	return m
 }

@@ -4,7 +4,8 @@
 #   bash scripts/bench-vs-coturn.sh                      # ferry vs three coturns
 #   ROUNDS=3 bash scripts/bench-vs-coturn.sh
 #   COTURN=/usr/bin/turnserver bash scripts/bench-vs-coturn.sh   # one coturn
-#   SCENARIOS="cpu max" FERRY_ARGS="--engine ferry" bash scripts/bench-vs-coturn.sh
+#   SCENARIOS="cpu max" FERRY_ARGS="--udp-sockets 2" bash scripts/bench-vs-coturn.sh
+#   NETNS=1 OFFLOAD=tc ROUNDS=3 bash scripts/bench-vs-coturn.sh   # kernel fast path
 #
 # As root on Debian. Builds ferry; by default builds coturn 4.17.1 from the
 # archived release (COTURN_BUILD, into COTURN_DIR) and installs Debian's
@@ -15,6 +16,13 @@
 #               socket per thread, sendmmsg batching and UDP GSO; both flags
 #               exist under these names in 4.17.1)
 #   4.6.1       Debian bookworm's coturn
+#
+# ferry runs with its kernel fast path off (--relay-offload off) unless
+# OFFLOAD names a mode (tc, xdp or auto; it needs NETNS=1, since the fast
+# path attaches to the veth and never to the host's interfaces): then the
+# first column is ferry with the fast path and a second, ferry-user, is the
+# same binary relaying in user space. Each ferry column gets its own ratio
+# against the best coturn, with the goals of its path.
 #
 # Every round starts a fresh process of every server (ferry and each coturn,
 # all at once, each listening on its own 127.0.0.1 port with relays on its own
@@ -37,7 +45,7 @@
 #   cpu     --allocations 20 --size 200 --rate 500 --duration ${CPU_SECS}s:
 #           server CPU per relayed packet (/proc/PID/stat); and the cgroup
 #           holding server and generator, plus ksoftirqd: CPU per relayed
-#           packet of the whole machine's work.
+#           packet of the whole machine's work; and the RTT p50 at that rate.
 #   max     peak relayed packets/s with < 1% loss, searched: a closed-loop
 #           run (--rate 0 --window 32) estimates capacity, then open-loop
 #           runs at fixed offered rates (--rate R --io blocking --tick 5ms,
@@ -87,8 +95,10 @@
 #   ROUNDS        rounds (default 2)
 #   SCENARIOS     scenarios, in order (default "rss rtt cpu max allocs")
 #   OUT           directory for JSON reports and logs (default: a new temp dir)
-#   FERRY_ARGS    extra arguments appended to `ferry serve` (e.g. an engine
-#                 switch); FERRY_ENGINE and other env reach ferry unchanged
+#   FERRY_ARGS    extra arguments appended to `ferry serve`; FERRY_* env
+#                 reaches ferry unchanged
+#   OFFLOAD       tc, xdp or auto: ferry with its kernel fast path, and a
+#                 ferry-user column without it (needs NETNS=1)
 #   FERRY_LOG     ferry's --log-level (default info, its default)
 #   COTURN        one turnserver to compare with (instead of the default three)
 #   COTURN_ARGS   extra arguments for COTURN
@@ -119,6 +129,7 @@ MAX_STEPS=${MAX_STEPS:-7}
 MAX_STEP_SECS=${MAX_STEP_SECS:-3}
 MAX_TICK=${MAX_TICK:-5ms}
 NETNS=${NETNS:-0}
+OFFLOAD=${OFFLOAD:-}
 COTURN_DIR=${COTURN_DIR:-/opt/coturn-4.17.1}
 COTURN_BUILD=${COTURN_BUILD:-/work/shared/anchors/build-coturn.sh}
 OUT=${OUT:-$(mktemp -d /tmp/ferry-bench.XXXXXX)}
@@ -142,6 +153,11 @@ for sc in "${SCENARIOS[@]}"; do
 	esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS=$ROUNDS: want a positive integer"
+case $OFFLOAD in
+'' | tc | xdp | auto) ;;
+*) die "OFFLOAD=$OFFLOAD: want tc, xdp or auto" ;;
+esac
+[[ -z $OFFLOAD ]] || ((NETNS)) || die "OFFLOAD=$OFFLOAD needs NETNS=1: the fast path attaches to the veth between the script's namespaces, never to this host's interfaces"
 
 # ------------------------------------------------------------- dependencies
 
@@ -152,17 +168,28 @@ if ! command -v jq >/dev/null 2>&1; then
 fi
 command -v ss >/dev/null 2>&1 || die "ss (iproute2) is needed to find free ports"
 
-# The coturns: S_NAME/S_BIN/S_ARGS for index 1..; index 0 is ferry.
-S_NAME=(ferry)
-S_BIN=("")
-S_ARGS=("$FERRY_ARGS")
+# The servers: S_NAME/S_KIND/S_BIN/S_ARGS; the ferry columns first, then
+# the coturns.
+if [[ -n $OFFLOAD ]]; then
+	S_NAME=(ferry ferry-user)
+	S_KIND=(ferry ferry)
+	S_BIN=("" "")
+	S_ARGS=("--relay-offload $OFFLOAD $FERRY_ARGS" "--relay-offload off $FERRY_ARGS")
+else
+	S_NAME=(ferry)
+	S_KIND=(ferry)
+	S_BIN=("")
+	S_ARGS=("--relay-offload off $FERRY_ARGS")
+fi
+NF=${#S_NAME[@]}
 add_coturn() { # NAME PATH [ARGS...]
 	local name=$1 bin=$2
 	shift 2
 	[[ $name =~ ^[A-Za-z0-9._-]+$ ]] || die "coturn name '$name': use letters, digits, '.', '_', '-'"
-	[[ $name != ferry ]] || die "coturn name 'ferry' is taken"
+	[[ $name != ferry* ]] || die "coturn name '$name': names starting with ferry are taken"
 	[[ -x $bin ]] || die "coturn '$name': $bin is not an executable"
 	S_NAME+=("$name")
+	S_KIND+=(coturn)
 	S_BIN+=("$bin")
 	S_ARGS+=("$*")
 }
@@ -197,7 +224,7 @@ else
 		add_coturn "${spec%%=*}" "${words[@]}"
 	done
 fi
-((${#S_NAME[@]} > 1)) || die "no coturn to compare with"
+((${#S_NAME[@]} > NF)) || die "no coturn to compare with"
 NS=${#S_NAME[@]}
 
 FERRY=$OUT/ferry
@@ -318,7 +345,7 @@ stop_servers() {
 		p=${S_PID[i]:-}
 		[[ -n $p ]] || continue
 		# SIGINT: ferry closes at once (SIGTERM would drain); coturn exits.
-		if ((i == 0)); then kill -INT "$p" 2>/dev/null || true; else kill -TERM "$p" 2>/dev/null || true; fi
+		if [[ ${S_KIND[i]} == ferry ]]; then kill -INT "$p" 2>/dev/null || true; else kill -TERM "$p" 2>/dev/null || true; fi
 	done
 	for ((i = 0; i < NS; i++)); do
 		p=${S_PID[i]:-}
@@ -388,8 +415,8 @@ spawn_server() {
 	port=$(free_port)
 	S_PORT[i]=$port
 	read -r -a args <<<"${S_ARGS[i]}"
-	if ((i == 0)); then
-		spawn "${S_CG[i]:-}" "$OUT/ferry-$tag.log" "$FERRY" serve \
+	if [[ ${S_KIND[i]} == ferry ]]; then
+		spawn "${S_CG[i]:-}" "$OUT/$name-$tag.log" "$FERRY" serve \
 			--listen "udp://$LISTEN_IP:$port" --listen "tcp://$LISTEN_IP:$port" \
 			--relay-ip "$(relay_ip "$i")" --relay-ports "$RELAY_PORT_MIN-$RELAY_PORT_MAX" "${FERRY_PEERS[@]}" \
 			--user u=p --realm bench --log-level "$FERRY_LOG" \
@@ -612,12 +639,15 @@ bench() {
 
 ((NETNS)) && netns_up
 cgroups_up
+[[ -z $OFFLOAD ]] || NOTES+=("the fast path's program stays attached to the servers' veth while the other servers run too: their packets pass through it as map misses")
 
 printf '== ferry vs coturn on %s\n' "$(hostname)"
 printf 'machine:  %s CPUs, %s, %s MiB\n' "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" "$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024))"
 printf 'kernel:   %s\n' "$(uname -r)"
-printf 'ferry:    %s%s\n' "$("$FERRY" version | head -1)" "${FERRY_ARGS:+ (serve $FERRY_ARGS)}${FERRY_ENGINE:+ FERRY_ENGINE=$FERRY_ENGINE}"
-for ((i = 1; i < NS; i++)); do
+for ((i = 0; i < NF; i++)); do
+	printf 'ferry:    %-11s %s (serve %s)\n' "${S_NAME[i]}" "$("$FERRY" version | head -1)" "${S_ARGS[i]}"
+done
+for ((i = NF; i < NS; i++)); do
 	printf 'coturn:   %-11s %s %s (version %s)\n' "${S_NAME[i]}" "${S_BIN[i]}" "${S_ARGS[i]}" "$("${S_BIN[i]}" --version 2>&1 | head -1)"
 done
 printf 'network:  %s; servers on %s, relays on %s..%s ports %s-%s, generator on %s\n' \
@@ -633,6 +663,11 @@ start=$SECONDS
 for round in $(seq "$ROUNDS"); do
 	rstart=$SECONDS
 	start_servers "$round"
+	if [[ -n $OFFLOAD && $round == 1 ]]; then
+		for ((i = 0; i < NF; i++)); do
+			printf '  %-11s %s\n' "${S_NAME[i]}" "$(grep -h -m1 'fast path' "$OUT/${S_NAME[i]}-$round.log" | cut -c1-200)"
+		done
+	fi
 	order=()
 	for ((i = 0; i < NS; i++)); do order+=("$i"); done
 	if ((round % 2 == 0)); then
@@ -657,26 +692,32 @@ printf '\nload:     %s (after, %ds)\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$((
 
 # ------------------------------------------------------------- summary
 
-# Rows: scenario, jq path, which coturn is best (min or max), goal, title.
-ROWS=(cpu cpu_machine max max_machine allocs allocs_cpu rss rtt)
-declare -A R_SC=([cpu]=cpu [cpu_machine]=cpu [max]=max [max_machine]=max [allocs]=allocs [allocs_cpu]=allocs [rss]=rss [rtt]=rtt)
+# Rows: scenario, jq path, which coturn is best (min or max), goals, title.
+ROWS=(cpu cpu_machine max max_machine rtt_load allocs allocs_cpu rss rtt)
+declare -A R_SC=([cpu]=cpu [cpu_machine]=cpu [max]=max [max_machine]=max [rtt_load]=cpu [allocs]=allocs [allocs_cpu]=allocs [rss]=rss [rtt]=rtt)
 declare -A R_PATH=(
 	[cpu]=.server.cpu_us_per_packet
 	[cpu_machine]=.cgroup.with_ksoftirqd_us_per_packet
 	[max]=.peak_relayed_pps
 	[max_machine]=.peak.cgroup.with_ksoftirqd_us_per_packet
+	[rtt_load]=.relay.rtt.p50_us
 	[allocs]=.allocs.allocations_per_s
 	[allocs_cpu]=.server.cpu_us_per_allocation
 	[rss]=.server.rss_kib_per_allocation
 	[rtt]=.relay.rtt.p50_us
 )
-declare -A R_BEST=([cpu]=min [cpu_machine]=min [max]=max [max_machine]=min [allocs]=max [allocs_cpu]=min [rss]=min [rtt]=min)
-declare -A R_GOAL=([cpu]="ratio<=0.7" [cpu_machine]=info [max]="ratio>=1.7" [max_machine]=info [allocs]="ratio>=1.5" [allocs_cpu]="ratio<=0.5" [rss]="ferry<=4" [rtt]="ratio<=1")
+declare -A R_BEST=([cpu]=min [cpu_machine]=min [max]=max [max_machine]=min [rtt_load]=min [allocs]=max [allocs_cpu]=min [rss]=min [rtt]=min)
+# Goals of ferry relaying in user space (the engine's issue) and with the
+# kernel fast path (the fast path's issue: whole machine, peak, RTT under
+# load); "info" rows are reported without a verdict.
+declare -A R_GOAL=([cpu]="ratio<=0.7" [cpu_machine]=info [max]="ratio>=1.7" [max_machine]=info [rtt_load]=info [allocs]="ratio>=1.5" [allocs_cpu]="ratio<=0.5" [rss]="ferry<=4" [rtt]="ratio<=1")
+declare -A R_GOAL_OFFLOAD=([cpu]=info [cpu_machine]="ratio<=0.5" [max]="ratio>=3" [max_machine]=info [rtt_load]="ratio<=0.1" [allocs]=info [allocs_cpu]=info [rss]=info [rtt]=info)
 declare -A R_TITLE=(
 	[cpu]="server CPU us/relayed pkt (20 x 500 pps, 200 B)"
 	[cpu_machine]="  whole machine us/pkt (srv+gen cgroup+ksoftirqd)"
 	[max]="peak relayed pkt/s with < 1% loss (20 allocs)"
 	[max_machine]="  whole machine us/pkt in that peak run"
+	[rtt_load]="RTT p50 us at 20 x 500 pps (the cpu runs)"
 	[allocs]="allocations opened+released /s (8 clients)"
 	[allocs_cpu]="  server CPU us per allocation"
 	[rss]="RSS KiB per idle allocation ($RSS_N held)"
@@ -702,12 +743,11 @@ fmt() { # VALUE MIN MAX: "v [min-max]" with sensible digits
 }
 
 printf '== summary: median [min-max] of %d round(s); ratio = ferry median / best coturn median\n' "$ROUNDS"
-printf '%-50s %-24s %-24s %-11s %6s  %-11s %s\n' "target" "ferry" "best coturn" "(which)" "ratio" "goal" "verdict"
+printf '%-50s %-11s %-24s %-24s %-11s %6s  %-11s %s\n' "target" "column" "ferry" "best coturn" "(which)" "ratio" "goal" "verdict"
 for row in "${ROWS[@]}"; do
 	[[ " ${SCENARIOS[*]} " == *" ${R_SC[$row]} "* ]] || continue
-	read -r fm fa fb _ < <(stats "$row" ferry)
 	best='' bm=nan ba=nan bb=nan others=''
-	for ((i = 1; i < NS; i++)); do
+	for ((i = NF; i < NS; i++)); do
 		read -r m a b _ < <(stats "$row" "${S_NAME[i]}")
 		others+="${S_NAME[i]} $(fmt "$m" "$a" "$b"); "
 		[[ $m == nan ]] && continue
@@ -715,16 +755,23 @@ for row in "${ROWS[@]}"; do
 			best=${S_NAME[i]} bm=$m ba=$a bb=$b
 		fi
 	done
-	read -r ratio verdict < <(awk -v f="$fm" -v c="$bm" -v g="${R_GOAL[$row]}" 'BEGIN {
-		if (f == "nan" || c == "nan" || c == 0) { r = "n/a" } else { r = sprintf("%.2f", f / c) }
-		if (g == "info") { v = "(report only)" }
-		else if (f == "nan") { v = "n/a" }
-		else if (g ~ /^ferry<=/) { split(g, p, "<="); v = (f <= p[2]) ? "MET" : "MISSED" }
-		else if (r == "n/a") { v = "n/a" }
-		else if (g ~ /^ratio<=/) { split(g, p, "<="); v = (f / c <= p[2]) ? "MET" : "MISSED" }
-		else if (g ~ /^ratio>=/) { split(g, p, ">="); v = (f / c >= p[2]) ? "MET" : "MISSED" }
-		print r, v }')
-	printf '%-50s %-24s %-24s %-11s %6s  %-11s %s\n' "${R_TITLE[$row]}" "$(fmt "$fm" "$fa" "$fb")" "$(fmt "$bm" "$ba" "$bb")" "(${best:-none})" "$ratio" "${R_GOAL[$row]}" "$verdict"
+	for ((i = 0; i < NF; i++)); do
+		goal=${R_GOAL[$row]}
+		[[ -n $OFFLOAD && ${S_NAME[i]} == ferry ]] && goal=${R_GOAL_OFFLOAD[$row]}
+		read -r fm fa fb _ < <(stats "$row" "${S_NAME[i]}")
+		read -r ratio verdict < <(awk -v f="$fm" -v c="$bm" -v g="$goal" 'BEGIN {
+			if (f == "nan" || c == "nan" || c == 0) { r = "n/a" } else { r = sprintf("%.2f", f / c) }
+			if (g == "info") { v = "(report only)" }
+			else if (f == "nan") { v = "n/a" }
+			else if (g ~ /^ferry<=/) { split(g, p, "<="); v = (f <= p[2]) ? "MET" : "MISSED" }
+			else if (r == "n/a") { v = "n/a" }
+			else if (g ~ /^ratio<=/) { split(g, p, "<="); v = (f / c <= p[2]) ? "MET" : "MISSED" }
+			else if (g ~ /^ratio>=/) { split(g, p, ">="); v = (f / c >= p[2]) ? "MET" : "MISSED" }
+			print r, v }')
+		title=${R_TITLE[$row]}
+		((i == 0)) || title=''
+		printf '%-50s %-11s %-24s %-24s %-11s %6s  %-11s %s\n' "$title" "${S_NAME[i]}" "$(fmt "$fm" "$fa" "$fb")" "$(fmt "$bm" "$ba" "$bb")" "(${best:-none})" "$ratio" "$goal" "$verdict"
+	done
 	printf '%-50s   coturns: %s\n' "" "${others%; }"
 done
 if [[ " ${SCENARIOS[*]} " == *" max "* ]]; then

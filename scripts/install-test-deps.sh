@@ -15,7 +15,7 @@ set -euo pipefail
 # prints "staticcheck 2026.2.2 (0.8.2)").
 STATICCHECK_MODULE_VERSION=v0.8.2
 
-ALL_GROUPS=(build coturn netlab gotools browser docker)
+ALL_GROUPS=(build coturn netlab bpf gotools browser docker)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -112,6 +112,22 @@ install_coturn() {
 # netlab: network namespaces and NAT rules for the NAT-lab tests.
 install_netlab() {
 	apt_install iproute2 iptables ipset
+}
+
+# bpf: the kernel fast path (offload/): clang and llvm (llvm-strip) with
+# libbpf's headers to regenerate and check the committed BPF object (go
+# generate ./offload/), ethtool for its namespace tests (TX checksum
+# offload on and off), and bpftool to inspect loaded programs.
+install_bpf() {
+	apt_install clang llvm libbpf-dev ethtool iproute2
+	if apt-cache show bpftool >/dev/null 2>&1; then
+		apt_install bpftool
+	fi
+	local t
+	for t in clang llvm-strip ethtool; do
+		have_cmd "$t" || die "$t missing after installing the bpf group"
+	done
+	[[ -f /usr/include/bpf/bpf_helpers.h ]] || die "libbpf headers missing after installing libbpf-dev"
 }
 
 # gotools: Go linters, pinned.
