@@ -292,6 +292,9 @@ func (l *loop) send() {
 // per socket; anything else first sends what is queued.
 func (l *loop) flush() {
 	out := &l.out
+	for i := range out.FastPath {
+		l.control(&out.FastPath[i])
+	}
 	for i := 0; i < len(out.Cmds); i++ {
 		c := &out.Cmds[i]
 		switch c.Op {

@@ -232,8 +232,8 @@ func (s *simNet) fromPeer(peer, relayAddr netip.AddrPort, data []byte) bool {
 
 // exec carries out the queued commands of shard i, feeding outcomes back.
 func (s *simNet) exec(i int) {
-	for len(s.out.Cmds) > 0 {
-		cmds := append([]Command(nil), s.out.Cmds...)
+	for len(s.out.Cmds) > 0 || len(s.out.FastPath) > 0 {
+		cmds := append(append([]Command(nil), s.out.FastPath...), s.out.Cmds...)
 		for j := range cmds {
 			cmds[j].Data = append([]byte(nil), cmds[j].Data...)
 		}

@@ -85,7 +85,7 @@ func (e *Engine) offload(out *Output, a *allocation, ch *channel) {
 	}
 	if entry := e.offloadEntry(a, ch); entry != nil {
 		ch.offloaded = true
-		out.add(Command{Op: OpOffload, Offload: entry})
+		out.FastPath = append(out.FastPath, Command{Op: OpOffload, Offload: entry})
 	}
 }
 
@@ -96,7 +96,7 @@ func (e *Engine) unoffload(out *Output, a *allocation, ch *channel) {
 	}
 	ch.offloaded = false
 	if entry := e.offloadEntry(a, ch); entry != nil {
-		out.add(Command{Op: OpUnoffload, Offload: entry})
+		out.FastPath = append(out.FastPath, Command{Op: OpUnoffload, Offload: entry})
 	}
 }
 

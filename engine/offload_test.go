@@ -123,3 +123,43 @@ func TestOffloadFollowsPolicy(t *testing.T) {
 		t.Fatalf("denied peer still offloaded: %v", table)
 	}
 }
+
+// A channel number can move to another peer only once its binding has
+// expired and the rebind guard has passed; its kernel entry moves with it.
+func TestOffloadChannelMovesToAnotherPeer(t *testing.T) {
+	s := newSim(t, simOpts{configure: func(c *Config) { c.Offload = true }})
+	table := s.kernel
+	cl := s.client(UDP, "198.51.100.1:1000", "alice", "wonderland")
+	cl.allocate(lifetime(3600))
+	p1, p2 := peer(1), peer(2)
+	cl.mustOK("ChannelBind", cl.bind(0x4000, p1))
+	// Bound to p1, the number refuses p2, and the entry stays.
+	if code := errorCode(cl.bind(0x4000, p2)); code != 400 {
+		t.Fatalf("rebinding a live channel to another peer: %d, want 400", code)
+	}
+	if _, ok := table[[2]netip.AddrPort{cl.relay, p1}]; !ok || len(table) != 1 {
+		t.Fatalf("table after a refused rebind: %v", table)
+	}
+	// Keep both permissions alive past the channel's lifetime and the
+	// guard; the channel lapses and its entry goes.
+	for elapsed := time.Duration(0); elapsed < ChannelLifetime+channelRebindGuard+time.Minute; elapsed += 4 * time.Minute {
+		cl.mustOK("CreatePermission", cl.permit(p1, p2))
+		s.advance(4 * time.Minute)
+	}
+	cl.mustOK("CreatePermission", cl.permit(p1, p2))
+	if len(table) != 0 {
+		t.Fatalf("entry left after the channel expired: %v", table)
+	}
+	cl.mustOK("ChannelBind to the other peer", cl.bind(0x4000, p2))
+	k, ok := table[[2]netip.AddrPort{cl.relay, p2}]
+	if !ok || len(table) != 1 || k.Number != 0x4000 {
+		t.Fatalf("table after the move: %v", table)
+	}
+	cl.channelData(0x4000, "moved")
+	if got := s.takePeer(p2); len(got) != 1 || got[0].data != "moved" {
+		t.Fatalf("relayed to the new peer: %+v", got)
+	}
+	if got := s.takePeer(p1); len(got) != 0 {
+		t.Fatalf("relayed to the old peer: %+v", got)
+	}
+}

@@ -195,14 +195,23 @@ func (t *Traffic) count(toPeer bool, n int) {
 // Output collects the commands of the events handed to an Engine. Reuse
 // one per loop: Reset it once its commands are carried out.
 type Output struct {
-	Cmds  []Command
-	arena []byte
+	// FastPath are the kernel fast path's table changes (OpOffload,
+	// OpUnoffload). The data plane applies them before it carries out
+	// Cmds, so that no packet of the same events (a Refresh's answer, a
+	// ChannelBind's) leaves before the table says what it must.
+	FastPath []Command
+	Cmds     []Command
+	arena    []byte
 }
 
 // Reset forgets the commands; the memory is reused.
 func (o *Output) Reset() {
 	clear(o.Cmds)
 	o.Cmds = o.Cmds[:0]
+	if len(o.FastPath) > 0 {
+		clear(o.FastPath)
+		o.FastPath = o.FastPath[:0]
+	}
 	o.arena = o.arena[:0]
 }
 

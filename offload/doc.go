@@ -21,8 +21,9 @@
 // datagram without an entry or whose entry has expired, IPv4 with options
 // or fragments, IPv6 with extension headers, ChannelData whose length
 // field runs past the datagram (or that carries more than 3 bytes after
-// its data), a result larger than the egress MTU, a destination the FIB
-// lookup cannot resolve to a next hop yet (no neighbour entry), GRO/GSO
+// its data), a result larger than the egress MTU, a destination without a
+// route (and in XDP one whose next hop has no neighbour entry yet: TC
+// resolves it with bpf_redirect_neigh), GRO/GSO
 // packets, VLAN-tagged frames, and in XDP packets with a CHECKSUM_PARTIAL
 // checksum. Stats counts each reason.
 //

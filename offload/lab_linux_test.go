@@ -3,25 +3,15 @@
 package offload
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"regexp"
-	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferryrtc/ferry/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // The tests build a small lab of network namespaces: F ("ferry") holds
@@ -44,10 +34,7 @@ const (
 // requireLab skips (or fails with CI=true) unless the lab can be built.
 func requireLab(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testutil.Unavailable(t, "the offload lab needs root (network namespaces, BPF)")
-	}
-	testutil.RequireTool(t, "ip")
+	testutil.RequireNetns(t)
 	testutil.RequireTool(t, "ethtool")
 	if err := Supported(); err != nil {
 		testutil.Unavailable(t, "BPF: %v", err)
@@ -57,90 +44,22 @@ func requireLab(t *testing.T) {
 // run runs a command and fails t on error.
 func run(t testing.TB, name string, args ...string) {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
+	testutil.MustRun(t, name, args...)
 }
 
 // newNS creates an empty network namespace with lo up, deleted at cleanup.
 func newNS(t *testing.T, role string) string {
 	t.Helper()
-	sweepStale(t)
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	ns := fmt.Sprintf("%s%d-%s-%s", nsPrefix, os.Getpid(), hex.EncodeToString(b), role)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		testutil.Unavailable(t, "ip netns add %s: %v\n%s", ns, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
-		}
-	})
-	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	return ns
+	return testutil.NewNetns(t, nsPrefix, role)
 }
 
-// sweepStale deletes namespaces left by test processes that were killed
-// before their cleanup ran.
-func sweepStale(t *testing.T) {
-	stale := regexp.MustCompile(`^` + nsPrefix + `([0-9]+)-`)
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		return
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		m := stale.FindStringSubmatch(f[0])
-		if m == nil {
-			continue
-		}
-		if _, err := os.Stat("/proc/" + m[1]); err == nil {
-			continue
-		}
-		t.Logf("deleting stale namespace %s", f[0])
-		_ = exec.Command("ip", "netns", "del", f[0]).Run()
-	}
-}
-
-// inNS runs fn on a new OS thread that has entered namespace ns. The
-// thread is never returned to Go's pool (it exits with the goroutine).
-func inNS(ns string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/var/run/netns/" + ns)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		done <- fn()
-	}()
-	return <-done
-}
+// inNS runs fn on a new OS thread that has entered namespace ns.
+func inNS(ns string, fn func() error) error { return testutil.InNetns(ns, fn) }
 
 // listen opens a UDP socket in ns bound to addr.
 func listen(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
-	var c *net.UDPConn
-	err := inNS(ns, func() (err error) {
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen %v in %s: %v", addr, ns, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return testutil.ListenUDPIn(t, ns, addr)
 }
 
 // openIn runs Open inside ns.
@@ -166,45 +85,7 @@ func openIn(t *testing.T, ns string, o Options) *Offload {
 // csumErrors reads InCsumErrors of UDP over IPv4 and IPv6 in ns.
 func csumErrors(t *testing.T, ns string) (v4, v6 uint64) {
 	t.Helper()
-	err := inNS(ns, func() error {
-		snmp, err := os.ReadFile("/proc/thread-self/net/snmp")
-		if err != nil {
-			return err
-		}
-		var hdr []string
-		sc := bufio.NewScanner(bytes.NewReader(snmp))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) == 0 || f[0] != "Udp:" {
-				continue
-			}
-			if hdr == nil {
-				hdr = f
-				continue
-			}
-			for i, name := range hdr {
-				if name == "InCsumErrors" && i < len(f) {
-					v4, _ = strconv.ParseUint(f[i], 10, 64)
-				}
-			}
-		}
-		snmp6, err := os.ReadFile("/proc/thread-self/net/snmp6")
-		if err != nil {
-			return err
-		}
-		sc = bufio.NewScanner(bytes.NewReader(snmp6))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) == 2 && f[0] == "Udp6InCsumErrors" {
-				v6, _ = strconv.ParseUint(f[1], 10, 64)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("reading snmp in %s: %v", ns, err)
-	}
-	return v4, v6
+	return testutil.UDPChecksumErrors(t, ns)
 }
 
 // recv reads one datagram from c within d.
@@ -285,7 +166,7 @@ func send(t *testing.T, c *net.UDPConn, b []byte, to netip.AddrPort) {
 type family struct {
 	name                string
 	ferry, client, peer netip.Addr
-	noNeigh             netip.Addr // on the link but without a neighbour entry
+	noNeigh             netip.Addr // in L, but without a neighbour entry in F
 	mtuPayload          int        // UDP payload of an IP packet of exactly the MTU (1500)
 	listener, relay     netip.AddrPort
 	relay2              netip.AddrPort
@@ -344,6 +225,7 @@ func newVethLab(t *testing.T) *vethLab {
 			run(t, "ip", "-n", lab.f, "neigh", "replace", a.String(), "lladdr", macL, "dev", "fer0", "nud", "permanent")
 		}
 		run(t, "ip", "-n", lab.l, "neigh", "replace", fam.ferry.String(), "lladdr", macF, "dev", "lab0", "nud", "permanent")
+		run(t, "ip", append([]string{"-n", lab.l, "addr", "add", fam.noNeigh.String() + fam.labPrefix, "dev", "lab0"}, v6...)...)
 	}
 	run(t, "ip", "-n", lab.f, "link", "set", "fer0", "up")
 	run(t, "ip", "-n", lab.l, "link", "set", "lab0", "up")

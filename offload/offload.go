@@ -122,7 +122,7 @@ type Stats struct {
 	PassExpired         uint64 // entry past its expiry
 	PassBadLength       uint64 // ChannelData length past the datagram, or > 3 bytes after the data
 	PassMTU             uint64 // result larger than the egress MTU
-	PassFIB             uint64 // no route, no neighbour; in XDP also forwarding disabled
+	PassFIB             uint64 // no route; in XDP also no neighbour yet, or forwarding disabled
 	PassChecksumPartial uint64 // CHECKSUM_PARTIAL in XDP, or too large to move in TC
 	PassAdjust          uint64 // resizing the packet failed before it was changed
 

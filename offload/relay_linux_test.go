@@ -258,16 +258,28 @@ func (r *relayCase) fallbacks() {
 		_ = r.off.Delete(och)
 	}
 
-	// No neighbour for the peer yet: the FIB lookup fails.
+	// No neighbour for the peer yet: TC sends with bpf_redirect_neigh,
+	// which resolves it; XDP leaves the packet to user space.
 	nch := ch
 	nch.Number = 0x4002
 	nch.Relay = fam.relay2
 	nch.Peer = netip.AddrPortFrom(fam.noNeigh, 5000)
 	mustPut(t, r.off, nch)
-	nn := channelData(0x4002, payload(30), 0)
-	send(t, s.client, nn, fam.listener)
-	expect(t, "no neighbour", s.listener, nn, fam.clientAP)
-	want.PassFIB++
+	nnData := payload(30)
+	nn := channelData(0x4002, nnData, 0)
+	if r.mode == ModeTC {
+		far := listen(t, r.lab.l, nch.Peer)
+		send(t, s.client, nn, fam.listener)
+		expect(t, "no neighbour yet (tc resolves it)", far, nnData, nch.Relay)
+		want.ToPeer++
+		want.RedirectNeigh++
+		_ = far.Close()
+		run(t, "ip", "-n", r.lab.f, "neigh", "flush", "to", fam.noNeigh.String())
+	} else {
+		send(t, s.client, nn, fam.listener)
+		expect(t, "no neighbour", s.listener, nn, fam.clientAP)
+		want.PassFIB++
+	}
 	_ = r.off.Delete(nch)
 
 	// Expired.

@@ -71,6 +71,9 @@ func StartProcess(t testing.TB, name, dir, path string, args, extraEnv []string)
 	return p
 }
 
+// Pid is the process's ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Stop stops the process once and waits for it: SIGTERM to its group,
 // then SIGKILL after 5s.
 func (p *Process) Stop() { p.stop() }

@@ -50,7 +50,9 @@
  * interface) or bpf_redirect. bpf_fib_lookup refuses on interfaces that do
  * not forward; TC then sends out of the arrival interface with
  * bpf_redirect_neigh (the kernel routes and resolves the next hop; MTU
- * checked with bpf_check_mtu), XDP passes. On loopback a local destination
+ * checked with bpf_check_mtu), XDP passes. A next hop without a neighbour
+ * entry yet: TC sends with bpf_redirect_neigh, which resolves it; XDP
+ * passes (the stack's send resolves it for the next packets). On loopback a local destination
  * (BPF_FIB_LKUP_RET_NOT_FWDED) is rewritten and handed on to the stack.
  */
 #include <linux/bpf.h>
@@ -521,6 +523,14 @@ static __always_inline int plan_packet(void *ctx, int is_xdp, void *data, void *
 		/* A local destination on loopback: rewrite and let the
 		 * stack deliver it. */
 		p->local = 1;
+		__builtin_memcpy(f->dmac, eth->h_dest, ETH_ALEN);
+		__builtin_memcpy(f->smac, eth->h_source, ETH_ALEN);
+	} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH && !is_xdp) {
+		/* Routed (the route MTU checked), but the next hop's address
+		 * is not resolved yet: bpf_redirect_neigh out of the egress
+		 * interface the lookup found resolves it, queueing the
+		 * packet meanwhile, as the stack would. */
+		p->neigh = 1;
 		__builtin_memcpy(f->dmac, eth->h_dest, ETH_ALEN);
 		__builtin_memcpy(f->smac, eth->h_source, ETH_ALEN);
 	} else if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
