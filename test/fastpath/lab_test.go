@@ -178,7 +178,9 @@ func (lb *lab) metrics() map[string]float64 {
 }
 
 // delta is what each series of interest grew by between two scrapes.
-func delta(before, after map[string]float64, series string) float64 { return after[series] - before[series] }
+func delta(before, after map[string]float64, series string) float64 {
+	return after[series] - before[series]
+}
 
 // cpuTicks is ferry's user plus system CPU time in clock ticks.
 func (lb *lab) cpuTicks() int64 {
