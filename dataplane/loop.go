@@ -399,13 +399,18 @@ func (l *loop) control(c *engine.Command) {
 		}
 	case engine.OpUnoffload:
 		key := [2]netip.AddrPort{c.Offload.Relay, c.Offload.Peer}
-		if e := l.offloaded[key]; e != nil {
-			l.offloadCount(e)
-			delete(l.offloaded, key)
-			l.srv.counters.offloaded.Add(-1)
-			if err := l.srv.opts.Offload.Delete(e.ch); err != nil {
-				l.srv.log.Warn("fast path entry not removed", "relay", e.ch.Relay, "peer", e.ch.Peer, "err", err)
-			}
+		e := l.offloaded[key]
+		if e == nil { // never installed: nothing relayed in the kernel
+			l.eng.OffloadTraffic(c.Offload, engine.OffloadCounters{}, true)
+			break
+		}
+		// Its last counts, then the entry: what the kernel relays in
+		// between is counted in its stats only.
+		l.offloadCount(e, true)
+		delete(l.offloaded, key)
+		l.srv.counters.offloaded.Add(-1)
+		if err := l.srv.opts.Offload.Delete(e.ch); err != nil {
+			l.srv.log.Warn("fast path entry not removed", "relay", e.ch.Relay, "peer", e.ch.Peer, "err", err)
 		}
 	case engine.OpReroute:
 		if sc := l.streams[c.Client.Socket]; sc != nil {
@@ -430,28 +435,28 @@ type offloadEntry struct {
 // channels to its engine.
 func (l *loop) offloadCounts() {
 	for _, e := range l.offloaded {
-		l.offloadCount(e)
+		l.offloadCount(e, false)
 	}
 }
 
-// offloadCount reports what the kernel relayed on e since the last report.
-func (l *loop) offloadCount(e *offloadEntry) {
-	c, err := l.srv.opts.Offload.Counters(e.ch)
-	if err != nil {
-		return
+// offloadCount reports what the kernel relayed on e since the last
+// report; final: e is being removed.
+func (l *loop) offloadCount(e *offloadEntry, final bool) {
+	var d engine.OffloadCounters
+	if c, err := l.srv.opts.Offload.Counters(e.ch); err == nil {
+		d = engine.OffloadCounters{
+			ToPeerPackets:   c.ToPeerPackets - e.seen.ToPeerPackets,
+			ToPeerBytes:     c.ToPeerBytes - e.seen.ToPeerBytes,
+			FromPeerPackets: c.FromPeerPackets - e.seen.FromPeerPackets,
+			FromPeerBytes:   c.FromPeerBytes - e.seen.FromPeerBytes,
+		}
+		if c.ToPeerPackets < e.seen.ToPeerPackets || c.FromPeerPackets < e.seen.FromPeerPackets {
+			d = c // the kernel's entry started over
+		}
+		e.seen = c
 	}
-	d := engine.OffloadCounters{
-		ToPeerPackets:   c.ToPeerPackets - e.seen.ToPeerPackets,
-		ToPeerBytes:     c.ToPeerBytes - e.seen.ToPeerBytes,
-		FromPeerPackets: c.FromPeerPackets - e.seen.FromPeerPackets,
-		FromPeerBytes:   c.FromPeerBytes - e.seen.FromPeerBytes,
-	}
-	if c.ToPeerPackets < e.seen.ToPeerPackets || c.FromPeerPackets < e.seen.FromPeerPackets {
-		d = c // the kernel's entry started over
-	}
-	e.seen = c
-	if d != (engine.OffloadCounters{}) {
-		l.eng.OffloadTraffic(e.ch.RelayID, e.ch.Peer, d)
+	if final || d != (engine.OffloadCounters{}) {
+		l.eng.OffloadTraffic(&e.ch, d, final)
 	}
 }
 

@@ -35,6 +35,11 @@ type allocation struct {
 	deadline int64
 	peers    []uint32 // RFC 6062 peer connections
 	shaper   *Shaper  // RFC 6062 data connections' pacing, made on first use
+	// awaiting counts the fast path entries removed at its end whose last
+	// counts the data plane has yet to report; endWhy is the end's reason,
+	// logged once they are in.
+	awaiting int
+	endWhy   int
 }
 
 // relayEnd is one relay socket of an allocation.
@@ -326,6 +331,9 @@ func (e *Engine) deleteAllocation(out *Output, a *allocation, why int) {
 	}
 	for i := range a.chans {
 		ch := &a.chans[i]
+		if ch.offloaded {
+			a.awaiting++
+		}
 		e.unoffload(out, a, ch)
 		if ch.active {
 			e.stats.ChannelsActive.dec()
@@ -344,6 +352,17 @@ func (e *Engine) deleteAllocation(out *Output, a *allocation, why int) {
 		}
 	}
 	e.stats.Ended[why].inc()
+	if a.awaiting > 0 {
+		// Logged with the kernel's last counts (OffloadTraffic).
+		a.endWhy = why
+		e.ending[a.id] = a
+		return
+	}
+	e.logEnd(a, why)
+}
+
+// logEnd logs the end of a with its traffic.
+func (e *Engine) logEnd(a *allocation, why int) {
 	e.log.LogAttrs(context.Background(), slog.LevelInfo, "allocation deleted",
 		slog.String("client", a.client.Remote.String()),
 		slog.String("transport", a.client.Transport.String()),

@@ -34,7 +34,10 @@ type Engine struct {
 
 	stats Stats
 
-	allocs    map[tuple]*allocation
+	allocs map[tuple]*allocation
+	// ending are ended allocations awaiting the fast path's last counts,
+	// by ID.
+	ending    map[uint64]*allocation
 	relays    []relaySlot
 	freeRelay []int
 	timers    timerHeap
@@ -82,6 +85,7 @@ func New(sh *Shared, shard int) (*Engine, error) {
 		log:    log,
 		mac:    stunwire.NewMAC(),
 		allocs: map[tuple]*allocation{},
+		ending: map[uint64]*allocation{},
 		peers:  map[uint32]*peerConn{},
 		conns:  map[SocketID]*conn{},
 		idle:   connCounts{perIP: map[netip.Addr]int{}},

@@ -167,7 +167,7 @@ func (s *simNet) shardOf(c *Client) int {
 func (s *simNet) advance(d time.Duration) {
 	s.now = s.now.Add(d)
 	for _, k := range s.kernel {
-		s.report(k)
+		s.report(k, false)
 	}
 	for i, e := range s.eng {
 		e.Tick(&s.out, s.now)
@@ -177,8 +177,8 @@ func (s *simNet) advance(d time.Duration) {
 
 // report hands the kernel's counts of k since the last report to its
 // shard, as the data plane does.
-func (s *simNet) report(k *kernelEntry) {
-	s.eng[k.shard].OffloadTraffic(k.RelayID, k.Peer, k.counts)
+func (s *simNet) report(k *kernelEntry, final bool) {
+	s.eng[k.shard].OffloadTraffic(&k.OffloadChannel, k.counts, final)
 	k.counts = OffloadCounters{}
 }
 
@@ -328,8 +328,10 @@ func (s *simNet) execOne(i int, c Command) {
 	case OpUnoffload:
 		key := [2]netip.AddrPort{c.Offload.Relay, c.Offload.Peer}
 		if k := s.kernel[key]; k != nil {
-			s.report(k)
+			s.report(k, true)
 			delete(s.kernel, key)
+		} else {
+			s.eng[i].OffloadTraffic(c.Offload, OffloadCounters{}, true)
 		}
 	default:
 		s.t.Errorf("unknown command %d", c.Op)

@@ -32,8 +32,10 @@ type OffloadChannel struct {
 	Number      uint16
 	// Expires is when the kernel must stop relaying it on its own.
 	Expires time.Time
-	// RelayID names the relay socket, for OffloadTraffic.
+	// RelayID names the relay socket and Alloc the allocation (its ID in
+	// the admin API), for OffloadTraffic.
 	RelayID RelayID
+	Alloc   uint64
 }
 
 // OffloadCounters are the kernel's counts for one offloaded channel:
@@ -75,6 +77,7 @@ func (e *Engine) offloadEntry(a *allocation, ch *channel) *OffloadChannel {
 		Number:   ch.number,
 		Expires:  e.sh.epoch.Add(time.Duration(exp)),
 		RelayID:  end.id,
+		Alloc:    a.id,
 	}
 }
 
@@ -110,25 +113,35 @@ func (e *Engine) reoffload(out *Output, a *allocation, ip netip.Addr) {
 	}
 }
 
-// OffloadTraffic adds what the kernel relayed on the offloaded channel
-// of relay r to peer since the last report (d) to the allocation's traffic
-// and to the engine's counters. The data plane reports on every tick and
-// once more when it removes an entry, so an allocation that has already
-// ended still has its last packets counted.
-func (e *Engine) OffloadTraffic(r RelayID, peer netip.AddrPort, d OffloadCounters) {
+// OffloadTraffic adds what the kernel relayed on the offloaded channel c
+// since the last report (d) to its allocation's traffic and to the
+// engine's counters. The data plane reports every installed channel on
+// every tick, and every channel it was told to remove (OpUnoffload) once
+// more with final set, installed or not: an allocation that ended with
+// channels in the kernel logs its end when their last counts are in.
+func (e *Engine) OffloadTraffic(c *OffloadChannel, d OffloadCounters, final bool) {
 	e.stats.ToPeerPackets.add(d.ToPeerPackets)
 	e.stats.ToPeerBytes.add(d.ToPeerBytes)
 	e.stats.FromPeerPackets.add(d.FromPeerPackets)
 	e.stats.FromPeerBytes.add(d.FromPeerBytes)
 	e.stats.OffloadedToPeer.add(d.ToPeerPackets)
 	e.stats.OffloadedFromPeer.add(d.FromPeerPackets)
-	a := e.allocationOf(r)
-	if a == nil {
-		return
+	a := e.ending[c.Alloc]
+	ended := a != nil
+	if !ended {
+		if a = e.allocationOf(c.RelayID); a == nil || a.id != c.Alloc {
+			return // gone, or its relay slot reused
+		}
 	}
 	t := &a.traffic
 	t.ToPeerPackets.Store(t.ToPeerPackets.Load() + d.ToPeerPackets)
 	t.ToPeerBytes.Store(t.ToPeerBytes.Load() + d.ToPeerBytes)
 	t.FromPeerPackets.Store(t.FromPeerPackets.Load() + d.FromPeerPackets)
 	t.FromPeerBytes.Store(t.FromPeerBytes.Load() + d.FromPeerBytes)
+	if ended && final {
+		if a.awaiting--; a.awaiting == 0 {
+			delete(e.ending, a.id)
+			e.logEnd(a, a.endWhy)
+		}
+	}
 }

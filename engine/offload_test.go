@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"log/slog"
 	"net/netip"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +164,46 @@ func TestOffloadChannelMovesToAnotherPeer(t *testing.T) {
 	}
 	if got := s.takePeer(p1); len(got) != 0 {
 		t.Fatalf("relayed to the old peer: %+v", got)
+	}
+}
+
+// An allocation that ends with channels in the kernel logs its end once
+// the data plane has reported their last counts, so the line counts what
+// the kernel relayed since the last tick; an entry that was never
+// installed reports nothing and still lets the line out.
+func TestOffloadEndLoggedWithKernelCounts(t *testing.T) {
+	var logs strings.Builder
+	s := newSim(t, simOpts{configure: func(c *Config) {
+		c.Offload = true
+		c.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	}})
+	cl := s.client(UDP, "198.51.100.1:1000", "alice", "wonderland")
+	cl.allocate()
+	cl.mustOK("ChannelBind", cl.bind(0x4000, peer(1)))
+	cl.mustOK("ChannelBind", cl.bind(0x4001, peer(2)))
+	// The kernel relays on both channels; no tick reports it before the
+	// client releases the allocation.
+	for range 3 {
+		cl.channelData(0x4000, "k")
+	}
+	cl.channelData(0x4001, "k")
+	cl.mustOK("Refresh 0", cl.do(stun.MethodRefresh, lifetime(0)))
+	eng := s.eng[s.shardOf(&cl.c)]
+	if len(eng.ending) != 0 {
+		t.Fatalf("%d allocations still awaiting their last counts", len(eng.ending))
+	}
+	if !regexp.MustCompile(`msg="allocation deleted" .*reason=client packets_to_peer=4 `).MatchString(logs.String()) {
+		t.Fatalf("end line without the kernel's counts:\n%s", logs.String())
+	}
+	// The kernel refused the entry (the data plane's Put failed): the
+	// removal reports zeros, and the line is logged.
+	logs.Reset()
+	cl2 := s.client(UDP, "198.51.100.2:1000", "bob", "builder")
+	cl2.allocate()
+	cl2.mustOK("ChannelBind", cl2.bind(0x4000, peer(1)))
+	delete(s.kernel, [2]netip.AddrPort{cl2.relay, peer(1)})
+	cl2.mustOK("Refresh 0", cl2.do(stun.MethodRefresh, lifetime(0)))
+	if len(eng.ending) != 0 || !strings.Contains(logs.String(), `msg="allocation deleted"`) {
+		t.Fatalf("end of an allocation whose entry was never installed: %d awaiting, log:\n%s", len(eng.ending), logs.String())
 	}
 }

@@ -284,6 +284,9 @@ func checkBounds(t *testing.T, s *simNet, step string, userQuota, totalQuota, pe
 	total, ends := 0, 0
 	var perms, chans uint64
 	for _, e := range s.eng {
+		if len(e.ending) != 0 {
+			t.Fatalf("%s: %d ended allocations still await the fast path's last counts", step, len(e.ending))
+		}
 		for _, a := range e.allocs {
 			if a.pending != nil {
 				t.Fatalf("%s: an allocation is still pending", step)

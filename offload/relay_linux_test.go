@@ -5,6 +5,7 @@ package offload
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
 	"testing"
@@ -605,4 +606,37 @@ func TestPutErrors(t *testing.T) {
 	if off.Attached() != nil {
 		t.Errorf("Attached after Close = %v", off.Attached())
 	}
+}
+
+// TestTwoOnOneInterface: two programs on one interface (two ferries, or
+// ferry and another tcx program) each relay their own channels: what one
+// leaves alone reaches the next.
+func TestTwoOnOneInterface(t *testing.T) {
+	requireLab(t)
+	lab := newVethLab(t)
+	fam := families()[0]
+	s := lab.sockets(t, fam)
+	first := openIn(t, lab.f, Options{Mode: ModeTC, Interfaces: []string{"fer0"}, Log: testutil.Logger(t)})
+	second := openIn(t, lab.f, Options{Mode: ModeTC, Interfaces: []string{"fer0"}, Log: testutil.Logger(t)})
+	a := Channel{Client: fam.clientAP, Listener: fam.listener, Relay: fam.relay, Peer: fam.peerAP, Number: 0x4000, Expires: time.Now().Add(time.Hour)}
+	b := Channel{Client: fam.clientAP, Listener: fam.listener, Relay: fam.relay2, Peer: fam.peer2AP, Number: 0x4001, Expires: time.Now().Add(time.Hour)}
+	mustPut(t, first, a)
+	mustPut(t, second, b)
+	for _, c := range []struct {
+		name  string
+		ch    Channel
+		to    *net.UDPConn
+		owner *Offload
+	}{{"the first program's channel", a, s.peer, first}, {"the second program's channel", b, s.peer2, second}} {
+		data := payload(64)
+		send(t, s.client, channelData(c.ch.Number, data, 0), fam.listener)
+		expect(t, c.name, c.to, data, c.ch.Relay)
+		back := payload(64)
+		send(t, c.to, back, c.ch.Relay)
+		expect(t, c.name+" back", s.client, channelData(c.ch.Number, back, 0), fam.listener)
+		if got := mustCounters(t, c.owner, c.ch); got.ToPeerPackets != 1 || got.FromPeerPackets != 1 {
+			t.Errorf("%s: counters %+v, want one packet each way", c.name, got)
+		}
+	}
+	silent(t, "two programs", s.ferry()...)
 }

@@ -4,10 +4,15 @@
 #   bash scripts/test.sh
 #
 # Steps: install test dependencies, gofmt check, go vet, staticcheck,
-# go test -race, and a bounded fuzz smoke over every Fuzz target. Every step
-# runs even when an earlier one failed; a summary follows and the exit status
-# is non-zero when any step failed. CI is passed through unchanged (with
-# CI=true, tests fail instead of skipping when a tool is missing).
+# go test -race, the offload pass of the end-to-end tests (offload-e2e, see
+# offload_e2e below), and a bounded fuzz smoke over every Fuzz target. Every
+# step runs even when an earlier one failed; a summary follows and the exit
+# status is non-zero when any step failed. CI is passed through unchanged
+# (with CI=true, tests fail instead of skipping when a tool is missing).
+#
+# Arguments, if any, name the steps to run (default: all of them), e.g.
+#
+#   bash scripts/test.sh offload-e2e
 #
 # Knobs (environment): FUZZ_TIME per target (default 10s), FUZZ_BUDGET total
 # seconds for all fuzz targets (default 180; per-target time shrinks to fit,
@@ -24,14 +29,27 @@ if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
 	export PATH="/usr/local/go/bin:$PATH"
 fi
 
+STEPS=(deps gofmt vet staticcheck test offload-e2e fuzz)
+for arg in "$@"; do
+	if [[ " ${STEPS[*]} " != *" $arg "* ]]; then
+		echo "test.sh: unknown step $arg (steps: ${STEPS[*]})" >&2
+		exit 2
+	fi
+done
+only=("$@")
+
 summary=()
 failed=0
 suite_start=$SECONDS
 
-# step NAME CMD...: runs CMD, records its status and duration.
+# step NAME CMD...: runs CMD, records its status and duration; skipped when
+# steps were named and NAME is not one of them.
 step() {
 	local name=$1
 	shift
+	if ((${#only[@]})) && [[ " ${only[*]} " != *" $name "* ]]; then
+		return 0
+	fi
 	printf '\n==> %s\n' "$name"
 	local start=$SECONDS rc=0
 	"$@" || rc=$?
@@ -65,6 +83,87 @@ gofmt_check() {
 
 go_test() {
 	go test -race -count=1 -timeout 20m ./...
+}
+
+# The tests the offload pass runs: those that relay channel-bound UDP through
+# ferry (coturn's turnutils_uclient, Chromium's TURN client), which the
+# kernel fast path carries; TCP and TLS ones are unaffected by it.
+OFFLOAD_E2E_TESTS='^(TestUClientRelay|TestUClientRESTCredentials|TestRelayDataChannel|TestPeerJSExample)$'
+offload_ns=
+offload_log=
+
+# offload_e2e: runs OFFLOAD_E2E_TESTS of test/interop and test/browser again
+# inside a network namespace of its own (lo up: 127.0.0.1 and ::1) with
+# FERRY_TEST_OFFLOAD=lo, so every ferry they start attaches its kernel fast
+# path to that lo with TC, fails unless it did, and the relay tests prove
+# from ferry's metrics that the kernel relayed their packets. The fast path
+# is never attached in the host's namespace (testutil.OffloadArgs refuses).
+# Needs root and ip(8): without them it is skipped, or fails with CI=true.
+#
+# The namespace also holds a veth pair (both ends inside it, 192.0.2.1/24 on
+# one, no routes out): with loopback alone Chromium finds no network and
+# gathers no candidates at all. All traffic stays on 127.0.0.1.
+#
+# Tests may run in parallel: each ferry's program relays its own channels
+# and leaves the rest to the next program on lo (offload
+# TestTwoOnOneInterface).
+offload_e2e() {
+	local why=
+	if ((EUID != 0)); then
+		why="needs root (network namespaces, BPF)"
+	elif ! command -v ip >/dev/null 2>&1; then
+		why="needs ip(8) (iproute2; scripts/install-test-deps.sh netlab)"
+	fi
+	if [[ -n $why ]]; then
+		if [[ ${CI:-} == true ]]; then
+			echo "offload-e2e: CI=true: $why"
+			return 1
+		fi
+		echo "offload-e2e: skipped: $why"
+		return 0
+	fi
+	# Namespaces of earlier runs that were killed before deleting theirs.
+	local ns
+	for ns in $(ip netns list | awk '/^ferry-e2e-[0-9]+( |$)/ { print $1 }'); do
+		[[ -d /proc/${ns#ferry-e2e-} ]] || ip netns del "$ns"
+	done
+	offload_ns="ferry-e2e-$$"
+	ip netns add "$offload_ns" || return
+	offload_log="$(mktemp)"
+	trap offload_cleanup EXIT
+	trap 'exit 130' INT TERM
+	local rc=0
+	ip -n "$offload_ns" link set lo up &&
+		ip -n "$offload_ns" link add e2e0 type veth peer name e2e1 &&
+		ip -n "$offload_ns" addr add 192.0.2.1/24 dev e2e0 &&
+		ip -n "$offload_ns" link set e2e0 up &&
+		ip -n "$offload_ns" link set e2e1 up || rc=$?
+	if ((rc == 0)); then
+		ip netns exec "$offload_ns" env FERRY_TEST_OFFLOAD=lo \
+			go test -race -count=1 -timeout 10m -v -run "$OFFLOAD_E2E_TESTS" \
+			./test/interop ./test/browser >"$offload_log" 2>&1 || rc=$?
+		# The results and the fast path's counts; everything on failure.
+		grep -E '^(=== RUN|--- |ok |FAIL|PASS|panic:)|^ +--- |kernel fast path: ' "$offload_log"
+		if ((rc != 0)); then
+			echo "offload-e2e: go test failed (exit $rc); its whole output:"
+			cat "$offload_log"
+		fi
+	fi
+	offload_cleanup
+	trap - EXIT INT TERM
+	return $rc
+}
+
+# offload_cleanup: deletes the offload pass's namespace and log, if any.
+offload_cleanup() {
+	if [[ -n $offload_ns ]]; then
+		ip netns del "$offload_ns" 2>/dev/null
+		offload_ns=
+	fi
+	if [[ -n $offload_log ]]; then
+		rm -f "$offload_log"
+		offload_log=
+	fi
 }
 
 # fuzz_targets: prints "package FuzzName" for every fuzz target.
@@ -114,6 +213,7 @@ step gofmt gofmt_check
 step vet go vet ./...
 step staticcheck staticcheck ./...
 step test go_test
+step offload-e2e offload_e2e
 step fuzz fuzz_smoke
 
 printf '\n==== summary (%ds total)\n' "$((SECONDS - suite_start))"

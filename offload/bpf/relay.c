@@ -10,8 +10,10 @@
  * ferry's relay address of another channel (two TURN clients talking),
  * the ChannelData goes straight to that channel's client (same size).
  *
- * Everything else is passed to the stack unchanged (TC_ACT_OK, XDP_PASS)
- * and handled by ferry in user space as without the program.
+ * Everything else is passed on unchanged (TC: TC_ACT_UNSPEC, which under
+ * tcx runs the next program attached, another ferry's or anybody's, and
+ * then the stack; XDP: XDP_PASS) and handled by ferry in user space as
+ * without the program.
  *
  * One core (parse, look up, plan the new headers, FIB lookup) is shared by
  * a TC program and an XDP program, which differ only in how they resize
@@ -63,6 +65,12 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+
+/* What TC returns for a packet it leaves alone: under tcx (TCX_NEXT) the
+ * next program attached runs, then the stack; TC_ACT_OK would end the
+ * chain and hide the packet from programs attached after this one (a
+ * second ferry on the interface, a CNI). */
+#define TC_PASS TC_ACT_UNSPEC
 
 #include "relay.h"
 
@@ -661,7 +669,7 @@ int relay_tc(struct __sk_buff *skb)
 	if (skb->gso_segs > 1 || skb->gso_size) {
 		/* GRO-merged or GSO: several datagrams in one skb. */
 		count(STAT_PASS_MALFORMED);
-		return TC_ACT_OK;
+		return TC_PASS;
 	}
 	if (data + PULL_LEN > data_end && skb->len > data_end - data) {
 		/* Headers partly outside the linear area (only then: pulling
@@ -673,7 +681,7 @@ int relay_tc(struct __sk_buff *skb)
 	reason = plan_packet(skb, 0, data, data_end, skb->len, skb->ifindex, &p);
 	if (reason) {
 		count(reason);
-		return TC_ACT_OK;
+		return TC_PASS;
 	}
 
 	__u32 uoff = ETH_HLEN + (p.v6 ? 40 : 20);
@@ -686,7 +694,7 @@ int relay_tc(struct __sk_buff *skb)
 		if (p.dir == DIR_C2P || p.dir == DIR_P2C) {
 			if (bpf_skb_adjust_room(skb, p.dir == DIR_C2P ? -4 : 4, BPF_ADJ_ROOM_NET, 0)) {
 				count(STAT_PASS_ADJUST);
-				return TC_ACT_OK;
+				return TC_PASS;
 			}
 		}
 		if (tc_store_headers(skb, &p)) {
@@ -699,7 +707,7 @@ int relay_tc(struct __sk_buff *skb)
 		if (p.dir == DIR_P2C) {
 			if (bpf_skb_change_tail(skb, p.new_frame, 0)) {
 				count(STAT_PASS_ADJUST);
-				return TC_ACT_OK;
+				return TC_PASS;
 			}
 			if (tc_move(skb, uoff + 8, uoff + 12, p.move_len)) {
 				count(STAT_DROP_ERROR);

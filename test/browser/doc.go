@@ -15,6 +15,17 @@
 // is needed. TLS uses a self-signed certificate made per test, and Chromium
 // runs with --ignore-certificate-errors.
 //
+// The offload pass (scripts/test.sh offload-e2e) runs TestRelayDataChannel
+// and TestPeerJSExample again inside a network namespace of its own with
+// FERRY_TEST_OFFLOAD=lo: every ferry then runs with --relay-offload tc
+// --relay-offload-interface lo, a test fails unless ferry logged its kernel
+// fast path on, and where Chromium relays over UDP (it binds channels
+// there) ferry's metrics must show the kernel relaying ChannelData from one
+// page's channel to the other's (testutil.RequireOffloaded). Chromium
+// gathers no candidates in a namespace with loopback alone, so that one
+// also holds a veth pair with an address of its own. Without
+// FERRY_TEST_OFFLOAD nothing changes.
+//
 // Tools come from `bash scripts/install-test-deps.sh browser` (chromium,
 // node, npm ci here and in examples/peerjs). A missing tool skips the tests
 // locally and fails them when CI=true.

@@ -96,7 +96,10 @@ var (
 // startFerry starts `ferry serve` on 127.0.0.1 with UDP, TCP and TLS
 // listeners on free ports, relays on 127.0.0.1 (loopback peers allowed), the
 // REST secret, and the credentials API with apiKey and the CORS origin, plus
-// extra flags. t.Cleanup stops it and fails the test on a data race.
+// extra flags. t.Cleanup stops it and fails the test on a data race. In the
+// offload pass (FERRY_TEST_OFFLOAD set, testutil.OffloadArgs) ferry also
+// attaches its kernel fast path to that interface, which the test fails
+// without.
 func startFerry(t *testing.T, origin string, extra ...string) *ferry {
 	t.Helper()
 	bin, err := ferryBinary()
@@ -124,11 +127,29 @@ func startFerry(t *testing.T, origin string, extra ...string) *ferry {
 		"--http-cors-origin", origin,
 		"--log-level", "debug",
 	}
+	offload := testutil.OffloadArgs(t)
+	args = append(args, offload...)
 	p := testutil.StartProcess(t, "ferry", t.TempDir(), bin, append(args, extra...), nil)
 	t.Cleanup(func() { p.CheckRace(t) })
 	api := p.WaitOutput(t, httpRE)[1]
 	udp := p.WaitOutput(t, readyRE)[1]
+	if offload != nil {
+		testutil.RequireFastPathOn(t, p)
+	}
 	return &ferry{API: "http://" + api, UDP: udp, RelayLo: lo, RelayHi: hi, proc: p}
+}
+
+// requireOffloaded, in the offload pass (FERRY_TEST_OFFLOAD set), fails t
+// unless ferry's kernel fast path relayed ChannelData between two of its
+// channels: two relay-only peers of one ferry, each relaying to the
+// other's relay address over UDP. Outside the offload pass it does
+// nothing.
+func (f *ferry) requireOffloaded(t testing.TB) {
+	t.Helper()
+	if testutil.OffloadInterface() == "" {
+		return
+	}
+	testutil.RequireOffloaded(t, f.API+"/metrics", testutil.OffloadWant{ChannelToChannel: 1})
 }
 
 // Log returns everything ferry printed so far.

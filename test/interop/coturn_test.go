@@ -111,6 +111,7 @@ func runUClientRelays(t *testing.T, runs []relayRun) {
 		argLists = append(argLists, args)
 	}
 	results := runTools(toolTimeout, uclient, argLists)
+	sent := make([]int, len(runs)) // messages each run sent
 	for i, r := range runs {
 		t.Run(r.name, func(t *testing.T) {
 			run := results[i]
@@ -119,6 +120,7 @@ func runUClientRelays(t *testing.T, runs []relayRun) {
 				t.Errorf("turnutils_uclient: %v", run.err)
 			}
 			res, err := parseUClient(run.out)
+			sent[i] = res.sent
 			if err != nil {
 				t.Fatalf("turnutils_uclient output: %v; error lines:\n%s", err, strings.Join(res.errors, "\n"))
 			}
@@ -143,6 +145,35 @@ func runUClientRelays(t *testing.T, runs []relayRun) {
 			}
 		})
 	}
+	if f.Metrics != "" {
+		// The offload pass: the kernel fast path must have relayed every
+		// message of the runs over UDP with channels, to the peer and its
+		// echo back (with -y, from one client's channel straight to the
+		// other's). ferry installs a channel's entry before its
+		// ChannelBind answer leaves, and turnutils_uclient sends only
+		// after its channels are bound, so none goes to user space.
+		var want testutil.OffloadWant
+		for i, r := range runs {
+			switch {
+			case !r.udpChannels():
+			case slices.Contains(r.args, "-y"):
+				want.ChannelToChannel += float64(sent[i])
+			default:
+				want.ToPeer += float64(sent[i])
+				want.FromPeer += float64(sent[i])
+			}
+		}
+		if want != (testutil.OffloadWant{}) {
+			testutil.RequireOffloaded(t, f.Metrics, want)
+		}
+	}
+}
+
+// udpChannels reports whether r relays over UDP with ChannelData, what the
+// kernel fast path carries: turnutils_uclient binds channels unless -s
+// (Send and Data indications), and -t and -T are TCP.
+func (r relayRun) udpChannels() bool {
+	return !slices.ContainsFunc(r.args, func(a string) bool { return a == "-t" || a == "-T" || a == "-s" })
 }
 
 func TestUClientWrongCredentials(t *testing.T) {

@@ -10,4 +10,12 @@
 // and a data race reported by the server fails the test that started it.
 //
 // All traffic stays on 127.0.0.1.
+//
+// The offload pass (scripts/test.sh offload-e2e) runs the relay tests again
+// inside a network namespace of its own with FERRY_TEST_OFFLOAD=lo: every
+// ferry then runs with --relay-offload tc --relay-offload-interface lo and
+// its metrics on, a test fails unless ferry logged its kernel fast path on,
+// and the relay tests require, from ferry's metrics, that the kernel
+// relayed every message of their runs over UDP with channels
+// (testutil.RequireOffloaded). Without FERRY_TEST_OFFLOAD nothing changes.
 package interop

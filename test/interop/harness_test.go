@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,12 +50,22 @@ func TestMain(m *testing.M) {
 type ferryServer struct {
 	// Port is the UDP and TCP listening port on 127.0.0.1.
 	Port int
+	// Metrics is its metrics URL, http://127.0.0.1:PORT/metrics, in the
+	// offload pass (FERRY_TEST_OFFLOAD set); "" otherwise.
+	Metrics string
 }
+
+// httpRE matches ferry's log line naming its HTTP listener.
+var httpRE = regexp.MustCompile(`msg="http listening" addr=(127\.0\.0\.1:\d+)`)
 
 // startFerry starts `ferry serve` listening on UDP and TCP at a free port on
 // 127.0.0.1, with a free relay port range, the static user alice and the
 // REST secret, plus extra flags. It returns once the server answers a STUN
 // Binding on UDP and accepts TCP connections; t.Cleanup stops it.
+//
+// In the offload pass (FERRY_TEST_OFFLOAD set, testutil.OffloadArgs) ferry
+// also attaches its kernel fast path to that interface, which the test
+// fails without, and serves its metrics on a free port of 127.0.0.1.
 func startFerry(t *testing.T, extra ...string) *ferryServer {
 	t.Helper()
 	bin, err := ferryBinary()
@@ -76,13 +87,23 @@ func startFerry(t *testing.T, extra ...string) *ferryServer {
 		"--log-level", "debug",
 		"--log-format", "text",
 	}
+	offload := testutil.OffloadArgs(t)
+	if offload != nil {
+		args = append(args, offload...)
+		args = append(args, "--http-listen", "127.0.0.1:0")
+	}
 	args = append(args, extra...)
 	p := testutil.StartProcess(t, "ferry", t.TempDir(), bin, args, nil)
 	t.Cleanup(func() { p.CheckRace(t) })
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	waitSTUN(t, p, addr)
 	waitTCP(t, p, addr)
-	return &ferryServer{Port: port}
+	f := &ferryServer{Port: port}
+	if offload != nil {
+		testutil.RequireFastPathOn(t, p)
+		f.Metrics = "http://" + p.WaitOutput(t, httpRE)[1] + "/metrics"
+	}
+	return f
 }
 
 // freeUDPPort returns a port that is free for UDP on 127.0.0.1.
