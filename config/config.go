@@ -81,7 +81,8 @@ type Relay struct {
 	// AllocationLifetime is the default allocation lifetime.
 	AllocationLifetime time.Duration `mapstructure:"allocation-lifetime"`
 	// Offload is the kernel fast path for channel-bound UDP traffic:
-	// "auto" (XDP where the driver runs it natively, else TC), "xdp",
+	// "auto" (XDP where the driver runs it natively and IP forwarding is
+	// on, else TC), "xdp",
 	// "tc" or "off". Without the capabilities (CAP_BPF and CAP_NET_ADMIN)
 	// or kernel support ferry logs why and relays in user space.
 	Offload string `mapstructure:"offload"`

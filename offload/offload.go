@@ -11,11 +11,15 @@ import (
 // Mode names for Options.Mode.
 const (
 	// ModeAuto attaches XDP in native (driver) mode where the interface
-	// supports it, else TC. veth and loopback get TC: native XDP on a
-	// veth drops what it sends back unless the veth's peer has NAPI
-	// (GRO or an XDP program), and loopback has no native XDP.
+	// supports it and forwards IP, else TC. veth and loopback get TC:
+	// native XDP on a veth drops what it sends back unless the veth's
+	// peer has NAPI (GRO or an XDP program), and loopback has no native
+	// XDP; an interface without IP forwarding gets TC too, since XDP's
+	// route lookup (bpf_fib_lookup) refuses there and XDP has no other
+	// way to send.
 	ModeAuto = "auto"
-	// ModeXDP attaches XDP in native mode, else in generic mode.
+	// ModeXDP attaches XDP in native mode, else in generic mode (always
+	// on veth and loopback).
 	ModeXDP = "xdp"
 	// ModeXDPGeneric attaches XDP in generic (skb) mode only.
 	ModeXDPGeneric = "xdp-generic"

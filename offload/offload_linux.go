@@ -39,8 +39,8 @@ type Offload struct {
 // Supported reports whether this process can load BPF programs: nil when
 // it can, else an error saying why.
 func Supported() error {
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("offload: removing the memlock limit: %w", err)
+	if err := removeMemlock(); err != nil {
+		return err
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.SchedCLS,
@@ -51,6 +51,21 @@ func Supported() error {
 		return explainLoad("loading a trivial BPF program", err)
 	}
 	return prog.Close()
+}
+
+// removeMemlock lifts RLIMIT_MEMLOCK where the kernel still charges BPF
+// memory to it (before 5.11). cilium/ebpf probes by creating a map; without
+// CAP_BPF that fails too, and raising the limit then fails for want of
+// CAP_SYS_RESOURCE: the error a user needs is the missing capabilities.
+func removeMemlock() error {
+	err := rlimit.RemoveMemlock()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("offload: %w (needs root, or CAP_BPF and CAP_NET_ADMIN)", err)
+	}
+	return fmt.Errorf("offload: removing the memlock limit: %w", err)
 }
 
 // explainLoad wraps a load error with what it likely means.
@@ -102,8 +117,8 @@ func Open(o Options) (*Offload, error) {
 		ifaces[i] = ifi
 	}
 
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("offload: removing the memlock limit: %w", err)
+	if err := removeMemlock(); err != nil {
+		return nil, err
 	}
 	spec, err := loadRelay()
 	if err != nil {
@@ -166,6 +181,10 @@ func (o *Offload) attach(ifi *net.Interface, mode string) error {
 	case ModeXDPGeneric:
 		return xdp(link.XDPGenericMode, "xdp-generic")
 	case ModeXDP:
+		if why := nativeXDPUnfit(ifi); why != "" {
+			o.log.Info("offload: using generic XDP", "interface", ifi.Name, "why", why)
+			return xdp(link.XDPGenericMode, "xdp-generic")
+		}
 		err := xdp(link.XDPDriverMode, "xdp")
 		if err == nil {
 			return nil
@@ -173,7 +192,11 @@ func (o *Offload) attach(ifi *net.Interface, mode string) error {
 		o.log.Info("offload: native XDP unavailable, using generic XDP", "interface", ifi.Name, "err", err)
 		return xdp(link.XDPGenericMode, "xdp-generic")
 	default: // auto
-		if why := noNativeXDP(ifi); why != "" {
+		why := nativeXDPUnfit(ifi)
+		if why == "" && !forwarding(ifi.Name) {
+			why = "IP forwarding is off on it (XDP's route lookup needs it; TC does without)"
+		}
+		if why != "" {
 			o.log.Info("offload: using tc", "interface", ifi.Name, "why", why)
 			return tc()
 		}
@@ -186,8 +209,8 @@ func (o *Offload) attach(ifi *net.Interface, mode string) error {
 	}
 }
 
-// noNativeXDP says why auto mode should not use native XDP on ifi, or "".
-func noNativeXDP(ifi *net.Interface) string {
+// nativeXDPUnfit says why native XDP does not work on ifi, or "".
+func nativeXDPUnfit(ifi *net.Interface) string {
 	if ifi.Flags&net.FlagLoopback != 0 {
 		return "loopback"
 	}
@@ -204,6 +227,21 @@ func noNativeXDP(ifi *net.Interface) string {
 		return "veth (native XDP sends back only when the peer has NAPI)"
 	}
 	return ""
+}
+
+// forwarding reports whether IP forwarding is on for the interface in
+// both families (IPv6 counts as on where the kernel has none), read in
+// the calling thread's network namespace.
+func forwarding(name string) bool {
+	on := func(path string, missing bool) bool {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return missing
+		}
+		return len(b) > 0 && b[0] == '1'
+	}
+	return on("/proc/sys/net/ipv4/conf/"+name+"/forwarding", false) &&
+		on("/proc/sys/net/ipv6/conf/"+name+"/forwarding", true)
 }
 
 func (o *Offload) added(l link.Link, name, mode string) {

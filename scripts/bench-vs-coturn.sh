@@ -551,9 +551,12 @@ max_search() {
 	local best_pps=0 best_step="" short=false
 	note() { # VERDICT PPS STEP
 		[[ $1 == fail || $1 == error ]] && return
+		# The climb stopped because the generator could not offer more:
+		# the peak (from whichever run) is the generator's, a lower bound
+		# of the server's.
+		[[ $1 == short ]] && short=true
 		if awk -v a="$2" -v b="$best_pps" 'BEGIN { exit !(a > b) }'; then
-			best_pps=$2 best_step=$3 short=false
-			[[ $1 == short ]] && short=true
+			best_pps=$2 best_step=$3
 		fi
 		return 0
 	}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -283,4 +284,74 @@ func grep(s string, prefixes ...string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestImageFastPath: in a container of its own network namespace (Docker's
+// bridge), the image as shipped relays in user space and says why, and
+// with the capabilities the README gives (uid 0 holding only BPF,
+// NET_ADMIN and NET_BIND_SERVICE) it attaches its kernel fast path to the
+// container's interface. No traffic is sent: the fast path itself is
+// tested in test/fastpath.
+func TestImageFastPath(t *testing.T) {
+	requireDocker(t)
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	suffix := randomSuffix(t)
+	image := "ferry-test:" + suffix
+	build := exec.Command("bash", filepath.Join(root, "docker", "build.sh"), image)
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("docker/build.sh: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = docker(t, "rmi", "-f", image) })
+
+	for _, c := range []struct {
+		name  string
+		flags []string
+		want  *regexp.Regexp
+	}{
+		{"as shipped", nil,
+			regexp.MustCompile(`msg="kernel fast path off; relaying in user space" reason="[^"]*CAP_BPF and CAP_NET_ADMIN`)},
+		{"with the capabilities", fastPathFlags(t),
+			regexp.MustCompile(`msg="kernel fast path on: [^"]*" mode=auto attached="eth0 \(tc\)"`)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			name := "ferry-test-" + randomSuffix(t)
+			args := append([]string{"run", "-d", "--name", name}, c.flags...)
+			args = append(args, "-e", "FERRY_AUTH_USERS=alice=wonderland", image)
+			mustDocker(t, args...)
+			t.Cleanup(func() { _, _ = docker(t, "rm", "-f", name) })
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				logs := mustCombinedLogs(t, name)
+				if strings.Contains(logs, "ferry ready") {
+					if !c.want.MatchString(logs) {
+						t.Fatalf("want a line matching %q; container log:\n%s", c.want, logs)
+					}
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("ferry not ready after 30s; container log:\n%s", logs)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// fastPathFlags are the docker run flags the README gives for the kernel
+// fast path: CAP_BPF where Docker knows it (23 and later), CAP_SYS_ADMIN
+// on older Docker (Debian 12 ships 20.10), whose capability list and
+// seccomp profile predate CAP_BPF.
+func fastPathFlags(t *testing.T) []string {
+	t.Helper()
+	bpf := "BPF"
+	v := mustDocker(t, "version", "--format", "{{.Server.Version}}")
+	if major, _, _ := strings.Cut(v, "."); major != "" {
+		if n, err := strconv.Atoi(major); err == nil && n < 23 {
+			bpf = "SYS_ADMIN"
+		}
+	}
+	t.Logf("Docker %s: --cap-add %s", v, bpf)
+	return []string{"--user", "0", "--cap-drop", "ALL", "--cap-add", bpf, "--cap-add", "NET_ADMIN", "--cap-add", "NET_BIND_SERVICE"}
 }

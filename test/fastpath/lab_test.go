@@ -83,9 +83,10 @@ type lab struct {
 	http  *http.Client
 }
 
-// newLab builds the namespaces and starts ferry with --relay-offload tc
-// on fp0.
-func newLab(t *testing.T) *lab {
+// newLab builds the namespaces and starts ferry with --relay-offload
+// mode on fp0: tc, or xdp (generic XDP on a veth), with IP forwarding on
+// in F, which XDP's route lookups need.
+func newLab(t *testing.T, mode string) *lab {
 	t.Helper()
 	testutil.RequireNetns(t)
 	testutil.RequireTool(t, "ethtool")
@@ -117,6 +118,9 @@ func newLab(t *testing.T) *lab {
 		// counted (InCsumErrors) by the receiver.
 		testutil.MustRun(t, "ip", "netns", "exec", end[0], "ethtool", "-K", end[1], "tx", "off")
 	}
+	if mode == "xdp" {
+		testutil.MustRun(t, "ip", "netns", "exec", lb.f, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
+	}
 	args := []string{"netns", "exec", lb.f, bin, "serve",
 		"--listen", "udp://" + families[0].listener().String(),
 		"--listen", "udp://" + families[1].listener().String(),
@@ -125,15 +129,16 @@ func newLab(t *testing.T) *lab {
 		"--allowed-peers", "198.18.0.0/24", "--allowed-peers", "2001:db8:77::/64",
 		"--denied-peers", families[0].deny.String() + "/32", "--denied-peers", families[1].deny.String() + "/128",
 		"--user", user + "=" + password, "--realm", realm,
-		"--relay-offload", "tc",
+		"--relay-offload", mode,
 		"--http-listen", "127.0.0.1:8080", "--http-admin-token", adminToken,
 		"--drain-timeout", "2s",
 		"--log-level", "debug",
 	}
 	lb.ferry = testutil.StartProcess(t, "ferry", "", "ip", args, nil)
 	lb.ferry.WaitOutput(t, regexp.MustCompile(`msg="ferry ready"`))
-	if !strings.Contains(lb.ferry.Output(), `attached="fp0 (tc)"`) {
-		t.Fatal("ferry did not attach its fast path to fp0 (see its log above)")
+	attached := map[string]string{"tc": "tc", "xdp": "xdp-generic"}[mode]
+	if !strings.Contains(lb.ferry.Output(), `attached="fp0 (`+attached+`)"`) {
+		t.Fatalf("ferry did not attach its fast path to fp0 in %s mode (see its log above)", attached)
 	}
 	lb.http = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
