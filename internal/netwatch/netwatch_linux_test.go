@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -181,55 +178,16 @@ func parseList(t *testing.T, s string) []netip.Addr {
 	return out
 }
 
-// nsPrefix names the test's namespaces: nsPrefix PID-RANDOM.
+// nsPrefix names the test's namespaces.
 const nsPrefix = "ferry-netwatch-"
 
-// newNamespace creates an empty network namespace, deleted at cleanup. It
-// skips t without root or ip, or fails it with CI=true.
+// newNamespace creates an empty network namespace (lo down, no address),
+// deleted at cleanup. It skips t without root or ip, or fails it with
+// CI=true.
 func newNamespace(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testutil.Unavailable(t, "network namespaces need root")
-	}
-	testutil.RequireTool(t, "ip")
-	sweepStale(t)
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	ns := fmt.Sprintf("%s%d-%s", nsPrefix, os.Getpid(), hex.EncodeToString(b))
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		testutil.Unavailable(t, "ip netns add %s: %v\n%s", ns, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
-		}
-	})
-	return ns
-}
-
-// sweepStale deletes namespaces left by test processes that were killed
-// before their cleanup ran.
-func sweepStale(t *testing.T) {
-	stale := regexp.MustCompile(`^` + nsPrefix + `([0-9]+)-[0-9a-f]+$`)
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		return
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		m := stale.FindStringSubmatch(f[0])
-		if m == nil {
-			continue
-		}
-		if _, err := os.Stat("/proc/" + m[1]); err == nil {
-			continue // its process still runs
-		}
-		t.Logf("deleting stale namespace %s", f[0])
-		_ = exec.Command("ip", "netns", "del", f[0]).Run()
-	}
+	testutil.RequireNetns(t)
+	return testutil.NewEmptyNetns(t, nsPrefix, "w")
 }
 
 // inNS runs ip with args inside namespace ns.

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"testing"
 	"time"
 )
 
@@ -49,4 +51,19 @@ func BuildFerry(dir string) (string, error) {
 	}
 	fmt.Fprintf(os.Stderr, "built ferry (race=%v) in %v\n", RaceEnabled, time.Since(start).Round(time.Millisecond))
 	return bin, nil
+}
+
+// MainWithFerry is the body of TestMain for a package whose tests run the
+// ferry binary: *build is set to build it once, on first use (BuildFerry),
+// into a temporary directory removed after the tests. It returns m.Run's
+// exit code.
+func MainWithFerry(m *testing.M, pkg string, build *func() (string, error)) int {
+	dir, err := os.MkdirTemp("", "ferry-"+pkg+"-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, pkg+":", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*build = sync.OnceValues(func() (string, error) { return BuildFerry(dir) })
+	return m.Run()
 }

@@ -46,9 +46,18 @@ func MustRun(t testing.TB, name string, args ...string) {
 	}
 }
 
-// NewNetns creates an empty network namespace with lo up, deleted at t's
+// NewNetns creates a network namespace with lo up, deleted at t's
 // cleanup.
 func NewNetns(t testing.TB, prefix, role string) string {
+	t.Helper()
+	ns := NewEmptyNetns(t, prefix, role)
+	MustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	return ns
+}
+
+// NewEmptyNetns creates a network namespace whose lo stays down (no
+// address at all), deleted at t's cleanup.
+func NewEmptyNetns(t testing.TB, prefix, role string) string {
 	t.Helper()
 	sweepNetns(t, prefix)
 	b := make([]byte, 3)
@@ -62,7 +71,6 @@ func NewNetns(t testing.TB, prefix, role string) string {
 			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
 		}
 	})
-	MustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	return ns
 }
 

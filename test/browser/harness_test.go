@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,17 +29,7 @@ const (
 // sets it; the binary lives in a directory TestMain removes.
 var ferryBinary func() (string, error)
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ferry-browser-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "browser:", err)
-		os.Exit(1)
-	}
-	ferryBinary = sync.OnceValues(func() (string, error) { return testutil.BuildFerry(dir) })
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.MainWithFerry(m, "browser", &ferryBinary)) }
 
 // missing skips the test, or fails it when CI=true (testutil.Unavailable).
 func missing(t testing.TB, format string, args ...any) {

@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,17 +38,7 @@ const (
 // ferryBinary builds ./cmd/ferry once; TestMain removes it.
 var ferryBinary func() (string, error)
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ferry-fastpath-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fastpath:", err)
-		os.Exit(1)
-	}
-	ferryBinary = sync.OnceValues(func() (string, error) { return testutil.BuildFerry(dir) })
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.MainWithFerry(m, "fastpath", &ferryBinary)) }
 
 // family is one address family's addresses in the lab: ferry's (listener
 // and relay) in namespace F, the others in namespace L.

@@ -34,17 +34,7 @@ const (
 // sets it; the binary lives in a directory TestMain removes.
 var ferryBinary func() (string, error)
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ferry-interop-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "interop:", err)
-		os.Exit(1)
-	}
-	ferryBinary = sync.OnceValues(func() (string, error) { return testutil.BuildFerry(dir) })
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.MainWithFerry(m, "interop", &ferryBinary)) }
 
 // ferryServer is a running `ferry serve`.
 type ferryServer struct {
