@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 
@@ -52,26 +51,14 @@ func openFastPath(cfg config.Config, bound []config.Listener, relay4, relay6 net
 	}
 	log.Info("kernel fast path on: channel-bound UDP traffic is relayed in the kernel", attrs...)
 	for _, a := range fp.Attached() {
-		if strings.HasPrefix(a.Mode, "xdp") && !forwarding(a.Interface, relay4, relay6) {
+		v4, v6 := offload.Forwarding(a.Interface)
+		if strings.HasPrefix(a.Mode, "xdp") && (relay4.IsValid() && !v4 || relay6.IsValid() && !v6) {
 			log.Warn("XDP fast path without IP forwarding on "+a.Interface+": the kernel's route lookup refuses, so every packet goes to user space; "+
 				"enable net.ipv4.conf."+a.Interface+".forwarding (and net.ipv6.conf."+a.Interface+".forwarding) or use relay.offload: tc",
 				"interface", a.Interface)
 		}
 	}
 	return fp
-}
-
-// forwarding reports whether IP forwarding is on for ifname in every
-// family ferry relays, as XDP's route lookup (bpf_fib_lookup) needs.
-func forwarding(ifname string, relay4, relay6 netip.Addr) bool {
-	on := func(path string) bool {
-		b, err := os.ReadFile(path)
-		return err == nil && strings.TrimSpace(string(b)) == "1"
-	}
-	if relay4.IsValid() && !on("/proc/sys/net/ipv4/conf/"+ifname+"/forwarding") {
-		return false
-	}
-	return !relay6.IsValid() || on("/proc/sys/net/ipv6/conf/"+ifname+"/forwarding")
 }
 
 // fastPathInterfaces lists the interfaces, loopback excepted, that carry a

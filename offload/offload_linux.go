@@ -193,7 +193,7 @@ func (o *Offload) attach(ifi *net.Interface, mode string) error {
 		return xdp(link.XDPGenericMode, "xdp-generic")
 	default: // auto
 		why := nativeXDPUnfit(ifi)
-		if why == "" && !forwarding(ifi.Name) {
+		if v4, v6 := Forwarding(ifi.Name); why == "" && !(v4 && v6) {
 			why = "IP forwarding is off on it (XDP's route lookup needs it; TC does without)"
 		}
 		if why != "" {
@@ -229,10 +229,10 @@ func nativeXDPUnfit(ifi *net.Interface) string {
 	return ""
 }
 
-// forwarding reports whether IP forwarding is on for the interface in
-// both families (IPv6 counts as on where the kernel has none), read in
-// the calling thread's network namespace.
-func forwarding(name string) bool {
+// Forwarding reports whether IP forwarding is on for the interface, per
+// family (IPv6 counts as on where the kernel has none), read in the
+// calling thread's network namespace. XDP's route lookups need it.
+func Forwarding(name string) (v4, v6 bool) {
 	on := func(path string, missing bool) bool {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -240,7 +240,7 @@ func forwarding(name string) bool {
 		}
 		return len(b) > 0 && b[0] == '1'
 	}
-	return on("/proc/sys/net/ipv4/conf/"+name+"/forwarding", false) &&
+	return on("/proc/sys/net/ipv4/conf/"+name+"/forwarding", false),
 		on("/proc/sys/net/ipv6/conf/"+name+"/forwarding", true)
 }
 

@@ -46,3 +46,6 @@ func (o *Offload) Stats() (Stats, error) { return Stats{}, errNoFastPath }
 
 // Close does nothing.
 func (o *Offload) Close() error { return nil }
+
+// Forwarding reports no forwarding: there is no fast path to need it.
+func Forwarding(string) (v4, v6 bool) { return false, false }
