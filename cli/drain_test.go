@@ -37,7 +37,7 @@ type servingFerry struct {
 	http   string // base URL of the HTTP listener
 }
 
-func startServing(t *testing.T, drainTimeout time.Duration) *servingFerry {
+func startServing(t *testing.T, drainTimeout time.Duration, extraYAML ...string) *servingFerry {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
@@ -45,7 +45,7 @@ func startServing(t *testing.T, drainTimeout time.Duration) *servingFerry {
 		"relay:\n  ip: [127.0.0.1]\n  allow-loopback-peers: true\n" +
 		"auth:\n  users: [" + drainUser + "=" + drainPass + "]\n" +
 		"http:\n  listen: 127.0.0.1:0\n  admin-token: " + adminToken + "\n" +
-		"drain-timeout: " + drainTimeout.String() + "\n"
+		"drain-timeout: " + drainTimeout.String() + "\n" + strings.Join(extraYAML, "")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ type turnServer interface {
 // about it.
 type started struct {
 	srv     turnServer
+	node    *clusterNode // nil without a cluster
 	bound   []config.Listener
 	metrics http.Handler
 	admin   func(config.Config, *slog.Logger) (*admin.Handler, error)
@@ -81,6 +82,20 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		}
 		return nil, &exitError{code: 1, err: err}
 	}
+	node, err := joinCluster(cfg, srv, bound, log)
+	if err != nil {
+		_ = srv.Close()
+		if fp != nil {
+			_ = fp.Close()
+		}
+		return nil, err
+	}
+	var ts turnServer = withFastPath{Server: srv, fp: fp}
+	var cm metrics.Cluster
+	if node != nil {
+		ts = withCluster{ts, node}
+		cm = node.reg
+	}
 	st.onCredentials = srv.SetCredentials
 	go followAddresses(ctx, cfg, relay4, relay6, bound, srv, log)
 	var fpm metrics.FastPath
@@ -93,9 +108,11 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		Draining:          srv.Draining,
 		PeerDenialReasons: srv.Shared().PeerDenialReasons(),
 		FastPathChannels:  srv.FastPathChannels,
+		Cluster:           cm,
 	}, log)
 	return &started{
-		srv:     withFastPath{Server: srv, fp: fp},
+		srv:     ts,
+		node:    node,
 		bound:   bound,
 		metrics: m.Handler(),
 		admin: func(cfg config.Config, log *slog.Logger) (*admin.Handler, error) {

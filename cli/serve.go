@@ -105,6 +105,7 @@ func serve(cmd *cobra.Command, e *env) error {
 	}
 	srv, bound := run.srv, run.bound
 	defer srv.Close()
+	defer run.node.leave()
 	var draining atomic.Bool
 	if cfg.HTTP.Listen != "" {
 		pol, err := httpapi.NewPolicy(cfg.HTTP, cfg.Auth.MaxTTL)

@@ -47,6 +47,8 @@ type Config struct {
 	// Quota and Limits keep clients within bounds: see quota.go.
 	Quota  Quota  `mapstructure:"quota"`
 	Limits Limits `mapstructure:"limits"`
+	// Cluster joins other nodes through Redis: see cluster.go.
+	Cluster Cluster `mapstructure:"cluster"`
 
 	// DrainTimeout is how long SIGTERM lets existing allocations keep
 	// relaying (new ones refused, /readyz failing) before ferry exits; 0
@@ -170,8 +172,9 @@ func Default() Config {
 		Log:  Log{Level: "info", Format: "text"},
 		HTTP: HTTP{Rate: 600, Burst: 100, IPRate: 30, IPBurst: 10},
 
-		Quota:  defaultQuota(),
-		Limits: defaultLimits(),
+		Quota:   defaultQuota(),
+		Limits:  defaultLimits(),
+		Cluster: defaultCluster(),
 
 		DrainTimeout: 30 * time.Second,
 	}
@@ -482,6 +485,7 @@ func (c *Config) Validate() error {
 	c.HTTP.validate(add)
 	c.validateQuota(add)
 	c.validateOps(add)
+	c.validateCluster(add)
 	return errors.Join(errs...)
 }
 
@@ -712,6 +716,7 @@ func (c Config) Redacted() Config {
 	if c.HTTP.AdminToken != "" {
 		out.HTTP.AdminToken = redacted
 	}
+	out.Cluster.Redis = redactURL(c.Cluster.Redis)
 	return out
 }
 

@@ -44,6 +44,8 @@ type Source struct {
 	// and the installs the kernel refused
 	// (dataplane.Server.FastPathChannels).
 	FastPathChannels func() (installed, refused uint64)
+	// Cluster is this node's registry; nil without a cluster.
+	Cluster Cluster
 }
 
 // New builds the private registry: the Go and process collectors and one
@@ -60,6 +62,7 @@ func New(src Source, log *slog.Logger) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newEngineCollector(src),
 		newFastPathCollector(src),
+		newClusterCollector(src.Cluster),
 	)
 	return m
 }

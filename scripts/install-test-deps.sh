@@ -15,7 +15,7 @@ set -euo pipefail
 # prints "staticcheck 2026.2.2 (0.8.2)").
 STATICCHECK_MODULE_VERSION=v0.8.2
 
-ALL_GROUPS=(build coturn netlab bpf gotools browser docker)
+ALL_GROUPS=(build coturn netlab bpf redis gotools browser docker)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -107,6 +107,24 @@ install_coturn() {
 	for t in turnutils_uclient turnutils_peer turnutils_stunclient turnutils_natdiscovery; do
 		have_cmd "$t" || die "$t missing after installing coturn"
 	done
+}
+
+# redis: redis-server for the cluster tests, which start their own on a
+# free loopback port. The package's own service is not needed: stopped and
+# disabled, so it holds no port.
+install_redis() {
+	apt_install redis-server
+	if have_cmd systemctl && systemctl is-enabled --quiet redis-server 2>/dev/null; then
+		log "disabling redis-server.service"
+		systemctl disable --quiet redis-server 2>/dev/null || true
+	fi
+	if have_cmd systemctl && [[ -d /run/systemd/system ]]; then
+		systemctl is-active --quiet redis-server 2>/dev/null && systemctl stop redis-server
+	elif [[ -x /etc/init.d/redis-server ]] && pgrep -f '^/usr/bin/redis-server 127.0.0.1:6379' >/dev/null 2>&1; then
+		log "stopping redis-server (init.d)"
+		/etc/init.d/redis-server stop >/dev/null 2>&1 || true
+	fi
+	have_cmd redis-server || die "redis-server missing after installing the redis group"
 }
 
 # netlab: network namespaces and NAT rules for the NAT-lab tests.

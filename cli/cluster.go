@@ -1,0 +1,152 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ferryrtc/ferry/cluster"
+	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/dataplane"
+)
+
+// clusterNode is this node's membership of the cluster: its registry
+// entry, kept fresh while serve runs.
+type clusterNode struct {
+	reg    *cluster.Registry
+	client interface{ Close() error }
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+// joinCluster starts heartbeating this node into cfg.Cluster's Redis, or
+// returns nil when no cluster is configured. Redis being away is not an
+// error: the node serves on and joins when it answers.
+func joinCluster(cfg config.Config, srv *dataplane.Server, bound []config.Listener, log *slog.Logger) (*clusterNode, error) {
+	if !cfg.Cluster.Enabled() {
+		return nil, nil
+	}
+	cluster.RouteRedisLogs(log)
+	client, err := cluster.Dial(cfg.Cluster.Redis)
+	if err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	id := cfg.Cluster.NodeID
+	if id == "" {
+		if id, err = os.Hostname(); err != nil || id == "" {
+			_ = client.Close()
+			return nil, &exitError{code: 2, err: fmt.Errorf("cluster.node-id is empty and the host name is unknown (%v); set cluster.node-id", err)}
+		}
+	}
+	host := cfg.Cluster.PublicHost
+	if host == "" {
+		host = advertisedHost(cfg)
+	}
+	var listeners []string
+	for _, l := range bound {
+		listeners = append(listeners, string(l.Transport)+"://"+net.JoinHostPort(host, strconv.Itoa(int(l.Addr.Port()))))
+	}
+	meter := newLoadMeter(srv)
+	reg, err := cluster.NewRegistry(cluster.Options{
+		Client: client,
+		Prefix: cfg.Cluster.KeyPrefix,
+		Log:    log,
+		Self: func() cluster.Node {
+			state := cluster.StateReady
+			if srv.Draining() {
+				state = cluster.StateDraining
+			}
+			return cluster.Node{ID: id, Region: cfg.Cluster.Region, PublicHost: host, Listeners: listeners,
+				State: state, Load: meter.load(), Version: Version()}
+		},
+	})
+	if err != nil {
+		_ = client.Close()
+		return nil, &exitError{code: 2, err: err}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &clusterNode{reg: reg, client: client, cancel: cancel}
+	n.done.Go(func() { reg.Run(ctx) })
+	log.Info("cluster: joining", "node", id, "region", cfg.Cluster.Region, "public_host", host)
+	return n, nil
+}
+
+// withCluster is the TURN server of a cluster node: draining is published
+// to the registry at once, so placement stops naming the node.
+type withCluster struct {
+	turnServer
+	node *clusterNode
+}
+
+func (w withCluster) Drain() {
+	w.turnServer.Drain()
+	w.node.draining()
+}
+
+// draining publishes the node's draining state at once.
+func (n *clusterNode) draining() {
+	if n != nil {
+		n.reg.Beat()
+	}
+}
+
+// leave takes the node out of the registry and closes the client.
+func (n *clusterNode) leave() {
+	if n == nil {
+		return
+	}
+	n.cancel()
+	n.done.Wait()
+	_ = n.client.Close()
+}
+
+// loadMeter turns the server's counters into rates between heartbeats.
+type loadMeter struct {
+	srv              *dataplane.Server
+	mu               sync.Mutex
+	at               time.Time
+	packets, bytes   uint64
+	cpu              time.Duration
+	lastPPS, lastBPS float64
+	lastCPU          float64
+}
+
+func newLoadMeter(srv *dataplane.Server) *loadMeter {
+	m := &loadMeter{srv: srv}
+	m.sample()
+	return m
+}
+
+// sample reads the counters now.
+func (m *loadMeter) sample() (time.Time, uint64, uint64, time.Duration) {
+	st := m.srv.Stats()
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	now := time.Now()
+	packets, bytes := st.ToPeerPackets+st.FromPeerPackets, st.ToPeerBytes+st.FromPeerBytes
+	if m.at.IsZero() {
+		m.at, m.packets, m.bytes, m.cpu = now, packets, bytes, cpu
+	}
+	return now, packets, bytes, cpu
+}
+
+// load returns the live allocations and the rates since the last call.
+func (m *loadMeter) load() cluster.Load {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now, packets, bytes, cpu := m.sample()
+	if dt := now.Sub(m.at).Seconds(); dt >= 0.2 {
+		m.lastPPS = float64(packets-m.packets) / dt
+		m.lastBPS = 8 * float64(bytes-m.bytes) / dt
+		m.lastCPU = (cpu - m.cpu).Seconds() / dt
+		m.at, m.packets, m.bytes, m.cpu = now, packets, bytes, cpu
+	}
+	return cluster.Load{Allocations: m.srv.AllocationCount(), PacketsPerSecond: m.lastPPS, BitsPerSecond: m.lastBPS, CPU: m.lastCPU}
+}
