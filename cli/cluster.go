@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/ferryrtc/ferry/cluster"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/creds"
 	"github.com/ferryrtc/ferry/dataplane"
 )
 
@@ -149,4 +152,42 @@ func (m *loadMeter) load() cluster.Load {
 		m.at, m.packets, m.bytes, m.cpu = now, packets, bytes, cpu
 	}
 	return cluster.Load{Allocations: m.srv.AllocationCount(), PacketsPerSecond: m.lastPPS, BitsPerSecond: m.lastBPS, CPU: m.lastCPU}
+}
+
+// place returns the credentials API's placement: the cluster's count
+// least-loaded ready nodes for a caller's region.
+func (n *clusterNode) place(count int) func(region string) []creds.Target {
+	return func(region string) []creds.Target {
+		var out []creds.Target
+		for _, nd := range cluster.Place(n.reg.Nodes(), region, count) {
+			if t, ok := targetOf(nd); ok {
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+}
+
+// targetOf turns a registry entry into the listeners clients reach at its
+// public host; an entry whose listeners do not parse is left out.
+func targetOf(nd cluster.Node) (creds.Target, bool) {
+	t := creds.Target{Host: nd.PublicHost}
+	for _, s := range nd.Listeners {
+		u, err := url.Parse(s)
+		if err != nil {
+			return creds.Target{}, false
+		}
+		port, err := strconv.ParseUint(u.Port(), 10, 16)
+		if err != nil || port == 0 {
+			return creds.Target{}, false
+		}
+		tr := config.Transport(u.Scheme)
+		switch tr {
+		case config.UDP, config.TCP, config.TLSt, config.DTLS:
+		default:
+			return creds.Target{}, false
+		}
+		t.Listeners = append(t.Listeners, config.Listener{Transport: tr, Addr: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port))})
+	}
+	return t, len(t.Listeners) > 0
 }

@@ -1,9 +1,13 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -61,4 +65,72 @@ func TestServeJoinsCluster(t *testing.T) {
 	testutil.WaitFor(t, 3*time.Second, "n1 to see n2 gone", func() bool {
 		return n1.metricValue(t, ready) == 1 && n1.metricValue(t, draining) == 0
 	})
+}
+
+// TestServePlacesOnLeastLoaded: POST /v1/credentials on any node names the
+// least-loaded ready nodes, the caller's region first.
+func TestServePlacesOnLeastLoaded(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	const apiKey = "api-key-0123456789abcdef"
+	node := func(id, region string) *servingFerry {
+		return startServingYAML(t, servingYAML(10*time.Second, "  secrets: [cluster-secret]\n", "  api-keys: ["+apiKey+"]\n")+
+			fmt.Sprintf("cluster:\n  redis: %s\n  node-id: %s\n  region: %s\n  public-host: %s.test\n  key-prefix: 'place:'\n", rs.URL(), id, region, id))
+	}
+	n1, n2, n3 := node("n1", "us"), node("n2", "us"), node("n3", "eu")
+	testutil.WaitFor(t, 5*time.Second, "all three registered", func() bool {
+		return n1.metricValue(t, `ferry_cluster_nodes{state="ready"}`) == 3
+	})
+	// n1 carries a call: it is the most loaded.
+	client := n1.turnClient(t)
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	testutil.WaitFor(t, 5*time.Second, "n1's load to show", func() bool {
+		return n2.metricValue(t, "ferry_cluster_allocations") == 1
+	})
+	hosts := func(sf *servingFerry, query string) string {
+		req, _ := http.NewRequest("POST", sf.http+"/v1/credentials"+query, nil)
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var c struct {
+			ICEServers []struct {
+				URLs     []string `json:"urls"`
+				Username string   `json:"username"`
+			} `json:"iceServers"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&c); err != nil || res.StatusCode != 200 {
+			t.Fatalf("POST /v1/credentials%s: %d %v", query, res.StatusCode, err)
+		}
+		var out []string
+		for _, u := range c.ICEServers[len(c.ICEServers)-1].URLs {
+			h := strings.TrimPrefix(u, "turn:")
+			out = append(out, h[:strings.IndexByte(h, ':')])
+		}
+		return strings.Join(slices.Compact(out), " ")
+	}
+	// n2 and n3 carry nothing: which comes first depends on their CPU.
+	for _, on := range []*servingFerry{n1, n3} {
+		got := strings.Fields(hosts(on, ""))
+		slices.Sort(got)
+		if strings.Join(got, " ") != "n2.test n3.test" {
+			t.Errorf("placement: %v, want n2 and n3", got)
+		}
+	}
+	for _, c := range []struct {
+		query string
+		want  string
+	}{
+		{"?region=eu", "n3.test n2.test"},
+		{"?region=us", "n2.test n1.test"},
+	} {
+		if got := hosts(n2, c.query); got != c.want {
+			t.Errorf("placement%s: %s, want %s", c.query, got, c.want)
+		}
+	}
 }

@@ -42,7 +42,7 @@ running server: any ferry sharing the secret accepts it.`,
 				return &exitError{code: 2, err: err}
 			}
 			ls, _ := cfg.Listeners()
-			c, err := creds.Mint(snap, user, ttl, cfg.Auth.MaxTTL, time.Now(), advertisedHost(cfg), ls)
+			c, err := creds.Mint(snap, user, ttl, cfg.Auth.MaxTTL, time.Now(), []creds.Target{{Host: advertisedHost(cfg), Listeners: ls}})
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("--user/--ttl: %w", err)}
 			}

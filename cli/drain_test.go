@@ -39,13 +39,24 @@ type servingFerry struct {
 
 func startServing(t *testing.T, drainTimeout time.Duration, extraYAML ...string) *servingFerry {
 	t.Helper()
+	return startServingYAML(t, servingYAML(drainTimeout, "", "")+strings.Join(extraYAML, ""))
+}
+
+// servingYAML is the configuration of startServing, with extra lines under
+// auth: and http:.
+func servingYAML(drainTimeout time.Duration, auth, http string) string {
+	return "realm: " + drainRealm + "\nlisten: [udp://127.0.0.1:0, tcp://127.0.0.1:0]\n" +
+		"relay:\n  ip: [127.0.0.1]\n  allow-loopback-peers: true\n" +
+		"auth:\n  users: [" + drainUser + "=" + drainPass + "]\n" + auth +
+		"http:\n  listen: 127.0.0.1:0\n  admin-token: " + adminToken + "\n" + http +
+		"drain-timeout: " + drainTimeout.String() + "\n"
+}
+
+// startServingYAML runs `ferry serve` in-process on the configuration cfg.
+func startServingYAML(t *testing.T, cfg string) *servingFerry {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ferry.yaml")
-	cfg := "realm: " + drainRealm + "\nlisten: [udp://127.0.0.1:0, tcp://127.0.0.1:0]\n" +
-		"relay:\n  ip: [127.0.0.1]\n  allow-loopback-peers: true\n" +
-		"auth:\n  users: [" + drainUser + "=" + drainPass + "]\n" +
-		"http:\n  listen: 127.0.0.1:0\n  admin-token: " + adminToken + "\n" +
-		"drain-timeout: " + drainTimeout.String() + "\n" + strings.Join(extraYAML, "")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

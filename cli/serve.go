@@ -112,10 +112,15 @@ func serve(cmd *cobra.Command, e *env) error {
 		if err != nil {
 			return &exitError{code: 2, err: err}
 		}
+		var place func(string) []creds.Target
+		if run.node != nil {
+			place = run.node.place(cfg.Cluster.PlacementCount)
+		}
 		st.api, err = httpapi.New(httpapi.Options{
 			Credentials: st.authn.Snapshot,
 			Host:        advertisedHost(cfg),
 			Listeners:   bound,
+			Place:       place,
 			Log:         log,
 		}, pol)
 		if err != nil {
@@ -272,7 +277,7 @@ func tokenChange(old, cur string) string {
 // banner prints the ready-to-paste iceServers for the generated secret.
 func (st *runtimeState) banner(e *env, bound []config.Listener) error {
 	host := advertisedHost(st.cfg)
-	c, err := creds.Mint(st.authn.Snapshot(), "", time.Hour, time.Hour, time.Now(), host, bound)
+	c, err := creds.Mint(st.authn.Snapshot(), "", time.Hour, time.Hour, time.Now(), []creds.Target{{Host: host, Listeners: bound}})
 	if err != nil {
 		return fmt.Errorf("mint start-up credential: %w", err)
 	}

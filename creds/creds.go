@@ -82,9 +82,23 @@ func hostOf(ip netip.Addr) string {
 	return ip.Unmap().String()
 }
 
-// ICEServers returns the iceServers list for a credential.
-func ICEServers(host string, listeners []config.Listener, username, password string) []ICEServer {
-	stun, turn := URLs(host, listeners)
+// Target is a node clients may use: its listeners, reached at Host (see
+// URLs).
+type Target struct {
+	Host      string
+	Listeners []config.Listener
+}
+
+// ICEServers returns the iceServers list for a credential valid on every
+// target (nodes of one cluster share auth.secrets), in the targets' order:
+// one entry with every STUN URL, one with every TURN URL.
+func ICEServers(targets []Target, username, password string) []ICEServer {
+	var stun, turn []string
+	for _, t := range targets {
+		s, u := URLs(t.Host, t.Listeners)
+		stun = append(stun, s...)
+		turn = append(turn, u...)
+	}
 	var out []ICEServer
 	if len(stun) > 0 {
 		out = append(out, ICEServer{URLs: stun})
@@ -96,8 +110,8 @@ func ICEServers(host string, listeners []config.Listener, username, password str
 }
 
 // Mint signs a credential for user with the snapshot's first secret, with ttl
-// capped at maxTTL, and builds its iceServers list.
-func Mint(s *auth.Snapshot, user string, ttl, maxTTL time.Duration, now time.Time, host string, listeners []config.Listener) (Credential, error) {
+// capped at maxTTL, and builds its iceServers list naming targets.
+func Mint(s *auth.Snapshot, user string, ttl, maxTTL time.Duration, now time.Time, targets []Target) (Credential, error) {
 	if ttl <= 0 {
 		return Credential{}, fmt.Errorf("ttl %s must be positive", ttl)
 	}
@@ -117,6 +131,6 @@ func Mint(s *auth.Snapshot, user string, ttl, maxTTL time.Duration, now time.Tim
 		Credential: p,
 		TTL:        int64(ttl / time.Second),
 		ExpiresAt:  now.Add(ttl).UTC().Truncate(time.Second),
-		ICEServers: ICEServers(host, listeners, u, p),
+		ICEServers: ICEServers(targets, u, p),
 	}, nil
 }

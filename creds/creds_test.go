@@ -69,7 +69,7 @@ func TestMint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := Mint(snap, "alice", tt.ttl, tt.max, now, "turn.example.com", ls)
+			c, err := Mint(snap, "alice", tt.ttl, tt.max, now, []Target{{Host: "turn.example.com", Listeners: ls}})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)

@@ -33,6 +33,10 @@ type Options struct {
 	Host string
 	// Listeners are ferry's listeners as bound (real ports).
 	Listeners []config.Listener
+	// Place, if set, picks the nodes an answer names for a caller in
+	// region ("" when it gave none): the cluster's least-loaded ready
+	// nodes. Empty: this node (Host, Listeners).
+	Place func(region string) []creds.Target
 	// Log receives one line per credential minted (info) and per refusal
 	// (debug). Nil discards.
 	Log *slog.Logger
@@ -138,7 +142,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ttl == 0 {
 		ttl = defaultTTL
 	}
-	c, err := creds.Mint(snap, req.user, ttl, p.maxTTL, now, a.o.Host, a.o.Listeners)
+	var targets []creds.Target
+	if a.o.Place != nil {
+		targets = a.o.Place(req.region)
+	}
+	if len(targets) == 0 {
+		targets = []creds.Target{{Host: a.o.Host, Listeners: a.o.Listeners}}
+	}
+	c, err := creds.Mint(snap, req.user, ttl, p.maxTTL, now, targets)
 	if err != nil {
 		a.o.Log.Error("credentials API: mint failed", "caller", caller, "err", err)
 		writeError(w, http.StatusInternalServerError, "", "could not mint a credential")

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/creds"
 	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
@@ -477,5 +479,40 @@ func TestLimiterEviction(t *testing.T) {
 	}
 	if ok, wait := ls.allow("a", now, limit{every: 0.5, burst: 1}); ok || wait != 2*time.Second {
 		t.Fatalf("a after a limit change: ok=%v wait=%v, want a 2s wait", ok, wait)
+	}
+}
+
+// TestPlacement: with a cluster, the answer names the nodes Place picks
+// for the caller's region, in its order; with none picked, this node.
+func TestPlacement(t *testing.T) {
+	f := newFixture(t, nil, 24*time.Hour, []string{testSecret}, func() time.Time { return t0 })
+	udp := []config.Listener{{Transport: config.UDP, Addr: netip.MustParseAddrPort("0.0.0.0:3478")}}
+	var asked []string
+	picks := []creds.Target{{Host: "b.example.com", Listeners: udp}, {Host: "a.example.com", Listeners: udp}}
+	f.api.o.Place = func(region string) []creds.Target {
+		asked = append(asked, region)
+		if region == "nowhere" {
+			return nil
+		}
+		return picks
+	}
+	c := decodeCredential(t, call{key: testKey, body: `{"user":"alice","region":"eu-west"}`, contentType: "application/json"}.do(t, f.api))
+	if got := strings.Join(c.ICEServers[1].URLs, " "); got != "turn:b.example.com:3478?transport=udp turn:a.example.com:3478?transport=udp" {
+		t.Fatalf("turn URLs %s, want the placed nodes in order", got)
+	}
+	if got := strings.Join(c.ICEServers[0].URLs, " "); got != "stun:b.example.com:3478 stun:a.example.com:3478" {
+		t.Fatalf("stun URLs %s", got)
+	}
+	c = decodeCredential(t, call{key: testKey, target: Path + "?region=nowhere"}.do(t, f.api))
+	if !strings.Contains(strings.Join(c.ICEServers[1].URLs, " "), testHost) {
+		t.Fatalf("no node placed: want this node, got %+v", c.ICEServers)
+	}
+	decodeCredential(t, call{key: testKey}.do(t, f.api))
+	if strings.Join(asked, ",") != "eu-west,nowhere," {
+		t.Fatalf("Place asked for %q", asked)
+	}
+	w := call{key: testKey, target: Path + "?region=" + strings.Repeat("x", 65)}.do(t, f.api)
+	if w.Code != http.StatusBadRequest || decodeError(t, w).Field != "region" {
+		t.Fatalf("a bad region: %d %s", w.Code, w.Body)
 	}
 }

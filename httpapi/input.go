@@ -28,9 +28,10 @@ const (
 
 // Input fields.
 const (
-	fieldUser = "user"
-	fieldTTL  = "ttl"
-	fieldBody = "body"
+	fieldUser   = "user"
+	fieldTTL    = "ttl"
+	fieldRegion = "region"
+	fieldBody   = "body"
 )
 
 // inputError is a client error naming the field at fault.
@@ -51,11 +52,13 @@ type request struct {
 	user string
 	// ttl is what the caller asked for, uncapped; 0 when not given.
 	ttl time.Duration
+	// region is where the caller is, for placement; "" when not given.
+	region string
 }
 
 // parseRequest reads user and ttl from the query string and the body (JSON
 // object, or a URL-encoded form). A field given in both is an error, as is
-// any field other than user and ttl.
+// any field other than user, ttl and region.
 func parseRequest(r *http.Request) (request, *inputError) {
 	vals := map[string]any{}
 	q, err := url.ParseQuery(r.URL.RawQuery)
@@ -102,8 +105,14 @@ func parseRequest(r *http.Request) (request, *inputError) {
 				return request{}, badField(fieldTTL, "%v", err)
 			}
 			out.ttl = d
+		case fieldRegion:
+			s, ok := v.(string)
+			if !ok || len(s) > 64 || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) {
+				return request{}, badField(fieldRegion, "must be a region name of up to 64 printable characters, e.g. eu-west")
+			}
+			out.region = s
 		default:
-			return request{}, badField(k, "is not a parameter; use user and ttl")
+			return request{}, badField(k, "is not a parameter; use user, ttl and region")
 		}
 	}
 	return out, nil
