@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/creds"
 	"github.com/ferryrtc/ferry/dataplane"
+	"github.com/ferryrtc/ferry/engine"
 )
 
 // clusterNode is this node's membership of the cluster: its registry
@@ -31,7 +33,7 @@ type clusterNode struct {
 // joinCluster starts heartbeating this node into cfg.Cluster's Redis, or
 // returns nil when no cluster is configured. Redis being away is not an
 // error: the node serves on and joins when it answers.
-func joinCluster(cfg config.Config, srv *dataplane.Server, bound []config.Listener, log *slog.Logger) (*clusterNode, error) {
+func joinCluster(cfg config.Config, srv *dataplane.Server, bound []config.Listener, relay4, relay6 netip.Addr, log *slog.Logger) (*clusterNode, error) {
 	if !cfg.Cluster.Enabled() {
 		return nil, nil
 	}
@@ -55,18 +57,23 @@ func joinCluster(cfg config.Config, srv *dataplane.Server, bound []config.Listen
 	for _, l := range bound {
 		listeners = append(listeners, string(l.Transport)+"://"+net.JoinHostPort(host, strconv.Itoa(int(l.Addr.Port()))))
 	}
+	addrs := publicAddrs(cfg, host, relay4, relay6)
 	meter := newLoadMeter(srv)
-	reg, err := cluster.NewRegistry(cluster.Options{
+	var reg *cluster.Registry
+	reg, err = cluster.NewRegistry(cluster.Options{
 		Client: client,
 		Prefix: cfg.Cluster.KeyPrefix,
 		Log:    log,
+		// Every round: where to send clients when this node drains or is
+		// full.
+		OnRound: func() { srv.Shared().SetAlternates(alternates(reg.Nodes(), id, cfg.Cluster.Region)) },
 		Self: func() cluster.Node {
 			state := cluster.StateReady
 			if srv.Draining() {
 				state = cluster.StateDraining
 			}
 			return cluster.Node{ID: id, Region: cfg.Cluster.Region, PublicHost: host, Listeners: listeners,
-				State: state, Load: meter.load(), Version: Version()}
+				Addrs: addrs, State: state, Load: meter.load(), Version: Version()}
 		},
 	})
 	if err != nil {
@@ -190,4 +197,81 @@ func targetOf(nd cluster.Node) (creds.Target, bool) {
 		t.Listeners = append(t.Listeners, config.Listener{Transport: tr, Addr: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port))})
 	}
 	return t, len(t.Listeners) > 0
+}
+
+// publicAddrs are the addresses clients reach this node at, one per
+// family: the public host if it is an address, else the external (1:1
+// NAT) addresses, else the relay addresses.
+func publicAddrs(cfg config.Config, host string, relay4, relay6 netip.Addr) []string {
+	v4, v6 := relay4, relay6
+	if e4, e6, err := cfg.Relay.ExternalIPs(); err == nil {
+		if e4.IsValid() {
+			v4 = e4
+		}
+		if e6.IsValid() {
+			v6 = e6
+		}
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip = ip.Unmap(); ip.Is4() {
+			v4 = ip
+		} else {
+			v6 = ip
+		}
+	}
+	var out []string
+	for _, a := range []netip.Addr{v4, v6} {
+		if a.IsValid() && !a.IsUnspecified() {
+			out = append(out, a.String())
+		}
+	}
+	return out
+}
+
+// alternates picks, for each client transport and family, the ready node
+// (not self; this node's region first, then the least loaded) with a
+// listener of that transport and an address of that family.
+func alternates(nodes []cluster.Node, self, region string) *engine.Alternates {
+	others := make([]cluster.Node, 0, len(nodes))
+	for _, n := range nodes {
+		if n.ID != self {
+			others = append(others, n)
+		}
+	}
+	out := &engine.Alternates{}
+	transports := map[config.Transport]engine.Transport{config.UDP: engine.UDP, config.TCP: engine.TCP, config.TLSt: engine.TLS, config.DTLS: engine.DTLS}
+	for _, n := range cluster.Place(others, region, len(others)) {
+		t, ok := targetOf(n)
+		if !ok {
+			continue
+		}
+		domain := ""
+		if _, err := netip.ParseAddr(n.PublicHost); err != nil {
+			domain = n.PublicHost
+		}
+		for _, s := range n.Addrs {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				continue
+			}
+			fam := 0
+			if ip = ip.Unmap(); ip.Is6() {
+				fam = 1
+			}
+			for _, l := range t.Listeners {
+				et := transports[l.Transport]
+				if a := &out[et][fam]; !a.Addr.IsValid() {
+					*a = engine.Alternate{Addr: netip.AddrPortFrom(ip, l.Addr.Port()), Domain: domain}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// nonceKey derives the nonce key of a cluster from cluster.nonce-secret:
+// the same on every node, never the secret itself.
+func nonceKey(secret string) []byte {
+	h := sha256.Sum256([]byte("ferry cluster nonce key v1\x00" + secret))
+	return h[:]
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pion/stun/v3"
 
 	"github.com/ferryrtc/ferry/internal/testutil"
 )
@@ -133,4 +136,92 @@ func TestServePlacesOnLeastLoaded(t *testing.T) {
 			t.Errorf("placement%s: %s, want %s", c.query, got, c.want)
 		}
 	}
+}
+
+// TestServeRedirectsWhenDraining: a draining node answers a new Allocate
+// with 300 and the address of a ready node, where the client allocates.
+func TestServeRedirectsWhenDraining(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	node := func(id string) *servingFerry {
+		return startServing(t, 20*time.Second, fmt.Sprintf("cluster:\n  redis: %s\n  node-id: %s\n  public-host: 127.0.0.1\n  key-prefix: 'redirect:'\n  nonce-secret: shared-nonce-secret-0123\n", rs.URL(), id))
+	}
+	n1, n2 := node("n1"), node("n2")
+	testutil.WaitFor(t, 5*time.Second, "both registered", func() bool {
+		return n2.metricValue(t, `ferry_cluster_nodes{state="ready"}`) == 2
+	})
+	// n2 drains, kept draining by a live allocation.
+	live := n2.turnClient(t)
+	relay, err := live.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	n2.te.sigs <- syscall.SIGTERM
+	waitForText(t, n2.te.stderr, "draining: refusing new allocations")
+
+	c := newRawClient(t)
+	res := c.allocate(t, n2.udp, nil)
+	var ec stun.ErrorCodeAttribute
+	var alt stun.AlternateServer
+	var nonce stun.Nonce
+	if ec.GetFrom(res) != nil || ec.Code != 300 || alt.GetFrom(res) != nil || nonce.GetFrom(res) != nil {
+		t.Fatalf("Allocate on the draining node: %v", res)
+	}
+	if got := (&net.UDPAddr{IP: alt.IP, Port: alt.Port}).String(); got != n1.udp {
+		t.Fatalf("ALTERNATE-SERVER %s, want n1's %s", got, n1.udp)
+	}
+	// The 300's nonce is good on n1 (the nodes share cluster.nonce-secret):
+	// no new challenge.
+	if res := c.allocate(t, n1.udp, nonce); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("Allocate on the alternate with the redirect's nonce: %v", res)
+	}
+	if v := n2.metricValue(t, `ferry_allocations_refused_total{reason="redirected"}`); v != 1 {
+		t.Fatalf("redirects counted: %v", v)
+	}
+}
+
+// rawClient sends Allocates from one UDP socket.
+type rawClient struct{ conn net.PacketConn }
+
+func newRawClient(t *testing.T) *rawClient {
+	t.Helper()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return &rawClient{conn}
+}
+
+// allocate sends an authenticated UDP Allocate to addr with nonce, or
+// with the nonce of a first, unauthenticated one when nonce is nil, and
+// returns the answer.
+func (c *rawClient) allocate(t *testing.T, addr string, nonce stun.Nonce) *stun.Message {
+	t.Helper()
+	to, _ := net.ResolveUDPAddr("udp4", addr)
+	rt := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
+	do := func(setters ...stun.Setter) *stun.Message {
+		req := stun.MustBuild(append([]stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), rt}, setters...)...)
+		if _, err := c.conn.WriteTo(req.Raw, to); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1500)
+		_ = c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := c.conn.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if err := res.Decode(); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if nonce == nil {
+		if err := nonce.GetFrom(do(stun.Fingerprint)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return do(stun.NewUsername(drainUser), stun.NewRealm(drainRealm), nonce,
+		stun.NewLongTermIntegrity(drainUser, drainRealm, drainPass), stun.Fingerprint)
 }

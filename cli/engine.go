@@ -82,7 +82,10 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		}
 		return nil, &exitError{code: 1, err: err}
 	}
-	node, err := joinCluster(cfg, srv, bound, log)
+	if s := cfg.Cluster.NonceSecret; s != "" {
+		srv.Shared().SetNonceKey(nonceKey(s))
+	}
+	node, err := joinCluster(cfg, srv, bound, relay4, relay6, log)
 	if err != nil {
 		_ = srv.Close()
 		if fp != nil {

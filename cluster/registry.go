@@ -28,6 +28,10 @@ type Node struct {
 	// Listeners are the node's client-facing listeners as URLs
 	// (udp://203.0.113.7:3478, tls://...), with PublicHost as their host.
 	Listeners []string `json:"listeners"`
+	// Addrs are the node's public IP addresses, at most one per family:
+	// where other nodes redirect clients (ALTERNATE-SERVER takes an
+	// address, not a name).
+	Addrs []string `json:"addrs,omitempty"`
 	State     string   `json:"state"`
 	Load      Load     `json:"load"`
 	Version   string   `json:"version,omitempty"`
@@ -62,6 +66,9 @@ type Options struct {
 	// Log gets a line when Redis goes away and when it comes back; nil
 	// discards.
 	Log *slog.Logger
+	// OnRound, if set, runs after every round with Redis, failed or not,
+	// on Run's goroutine: Nodes has changed, or entries may have lapsed.
+	OnRound func()
 }
 
 // Stats are the registry's counters.
@@ -151,6 +158,9 @@ func (r *Registry) Beat() {
 func (r *Registry) round(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.Interval)
 	defer cancel()
+	if r.o.OnRound != nil {
+		defer r.o.OnRound()
+	}
 	err := r.heartbeat(ctx)
 	if err == nil {
 		err = r.read(ctx)

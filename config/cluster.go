@@ -29,6 +29,11 @@ type Cluster struct {
 	PublicHost string `mapstructure:"public-host"`
 	// PlacementCount is how many nodes an iceServers answer names.
 	PlacementCount int `mapstructure:"placement-count"`
+	// NonceSecret, shared by every node, makes one node's nonces valid on
+	// the others, so that a client sent elsewhere (300 Try Alternate) or
+	// whose retry lands on another node needs no new challenge. Secret:
+	// redacted when printed.
+	NonceSecret string `mapstructure:"nonce-secret"`
 }
 
 // Enabled reports whether the node joins a cluster.
@@ -70,6 +75,9 @@ func (c *Config) validateCluster(add func(string, error)) {
 	}
 	if strings.ContainsAny(cl.NodeID, " \t\r\n") || len(cl.NodeID) > 128 {
 		add("cluster.node-id", fmt.Errorf("%q: use up to 128 characters without white space, e.g. the host name", cl.NodeID))
+	}
+	if cl.NonceSecret != "" && len(cl.NonceSecret) < 16 {
+		add("cluster.nonce-secret", errors.New("is shorter than 16 characters; make one with: openssl rand -base64 24"))
 	}
 	if !cl.Enabled() {
 		return

@@ -25,6 +25,8 @@ func TestValidateCluster(t *testing.T) {
 		{"placement too many", func(c *Cluster) { c.PlacementCount = 17 }, "cluster.placement-count", "1 to 16"},
 		{"node id with a space", func(c *Cluster) { c.NodeID = "node one" }, "cluster.node-id", "white space"},
 		{"prefix with a space", func(c *Cluster) { c.KeyPrefix = "ferry: " }, "cluster.key-prefix", "white space"},
+		{"nonce secret", func(c *Cluster) { c.NonceSecret = "0123456789abcdef" }, "", ""},
+		{"nonce secret too short", func(c *Cluster) { c.NonceSecret = "short" }, "cluster.nonce-secret", "16 characters"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,12 +52,13 @@ func TestValidateCluster(t *testing.T) {
 func TestClusterRedisRedacted(t *testing.T) {
 	c := Default()
 	c.Cluster.Redis = "rediss://ferry:s3cret-redis-pass@redis.example.com:6380/2"
+	c.Cluster.NonceSecret = "nonce-secret-0123456789"
 	y, err := c.YAML()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{c.String(), string(y)} {
-		if strings.Contains(s, "s3cret-redis-pass") || !strings.Contains(s, "redis.example.com") || !strings.Contains(s, "redacted") {
+		if strings.Contains(s, "s3cret-redis-pass") || strings.Contains(s, "nonce-secret-0123456789") || !strings.Contains(s, "redis.example.com") || !strings.Contains(s, "redacted") {
 			t.Fatalf("printed config leaks the Redis password or lost the URL:\n%s", s)
 		}
 	}

@@ -717,6 +717,9 @@ func (c Config) Redacted() Config {
 		out.HTTP.AdminToken = redacted
 	}
 	out.Cluster.Redis = redactURL(c.Cluster.Redis)
+	if c.Cluster.NonceSecret != "" {
+		out.Cluster.NonceSecret = redacted
+	}
 	return out
 }
 

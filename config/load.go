@@ -63,6 +63,7 @@ var flagKeys = []struct {
 	{"cluster-region", "cluster.region", "this node's region, preferred for callers in it"},
 	{"cluster-public-host", "cluster.public-host", "host name or address clients reach this node at (default: public-host)"},
 	{"cluster-placement-count", "cluster.placement-count", "nodes named in an iceServers answer"},
+	{"cluster-nonce-secret", "cluster.nonce-secret", "secret every node shares so that one node's nonces are valid on the others (secret)"},
 	{"limits-allocate-rate", "limits.allocate-rate", "UDP answers before a credential is checked (challenges), per minute per client IP (0: unlimited)"},
 	{"limits-allocate-burst", "limits.allocate-burst", "UDP answers before a credential is checked, at once per client IP"},
 	{"limits-auth-failure-rate", "limits.auth-failure-rate", "refused credentials per minute of one user name from one client IP before its requests get an unchecked 401 (0: unlimited)"},

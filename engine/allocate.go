@@ -145,6 +145,11 @@ func (e *Engine) allocate(out *Output, c *Client, m *stunwire.Message, r authRes
 		}
 	}
 	if e.sh.Draining() {
+		if alt, ok := e.alternate(c); ok {
+			e.stats.Refused[RefusedRedirected].inc()
+			e.tryAlternate(out, c, m, reqLen, key, alt)
+			return
+		}
 		refuse(508, RefusedDraining)
 		return
 	}
@@ -162,9 +167,13 @@ func (e *Engine) allocate(out *Output, c *Client, m *stunwire.Message, r authRes
 		if res != nil {
 			e.releaseReservation(out, res)
 		}
-		if q == quotaUser {
+		switch alt, ok := e.alternate(c); {
+		case q == quotaUser:
 			refuse(486, RefusedQuota)
-		} else {
+		case ok:
+			e.stats.Refused[RefusedRedirected].inc()
+			e.tryAlternate(out, c, m, reqLen, key, alt)
+		default:
 			refuse(508, RefusedCapacity)
 		}
 		return

@@ -25,7 +25,9 @@ type Shared struct {
 	creds    atomic.Pointer[auth.Snapshot]
 	policy   atomic.Pointer[relay.Policy]
 	draining atomic.Bool
-	nonceKey atomic.Pointer[[]byte]
+	// alternates are where a draining or full node sends new allocations.
+	alternates atomic.Pointer[Alternates]
+	nonceKey   atomic.Pointer[[]byte]
 
 	unauthRate, failRate ratelimit.Rate
 	unauth, fails        *ratelimit.Table

@@ -44,16 +44,19 @@ func EndReasons() []string { return []string{"expired", "client", "admin", "shut
 
 // Why an Allocate was refused.
 const (
-	RefusedAuth     = iota // the credential was refused (401)
-	RefusedQuota           // a per-user quota (486)
-	RefusedPolicy          // an address family or transport ferry does not offer (440, 442)
-	RefusedCapacity        // no relay port, or the server-wide quota (508)
-	RefusedDraining        // draining (508)
+	RefusedAuth       = iota // the credential was refused (401)
+	RefusedQuota             // a per-user quota (486)
+	RefusedPolicy            // an address family or transport ferry does not offer (440, 442)
+	RefusedCapacity          // no relay port, or the server-wide quota (508)
+	RefusedDraining          // draining (508)
+	RefusedRedirected        // draining or full, sent to another node (300)
 	numRefused
 )
 
 // RefusedReasons names the refusal reasons in the order of the constants.
-func RefusedReasons() []string { return []string{"auth", "quota", "policy", "capacity", "draining"} }
+func RefusedReasons() []string {
+	return []string{"auth", "quota", "policy", "capacity", "draining", "redirected"}
+}
 
 // Authenticated methods, for counting refused credentials.
 const (

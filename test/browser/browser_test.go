@@ -2,14 +2,22 @@ package browser
 
 import (
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pion/turn/v5"
 
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/creds"
@@ -178,4 +186,136 @@ func TestExpiredCredentialRefused(t *testing.T) {
 	if d := time.Since(start); d > 60*time.Second {
 		t.Errorf("took %v, over the 60s bound", d)
 	}
+}
+
+// TestRedirectOnDrain: two ferry nodes in a cluster on one redis-server;
+// node A drains (kept draining by a live allocation). A relay-only call
+// whose only TURN server is A gets 300 (Try Alternate) with B's address,
+// and Chromium allocates on B and connects through it.
+//
+// Chromium refuses redirects to loopback addresses, so the test runs
+// itself again inside a network namespace of its own where the nodes
+// listen on 198.18.20.1 and .2 (a veth pair, both ends inside). The nodes
+// share cluster.nonce-secret: libwebrtc takes the NONCE of the 300 to the
+// alternate and does not retry an Allocate answered 438.
+func TestRedirectOnDrain(t *testing.T) {
+	tl := requireTools(t, map[string]string{"test/browser": "playwright-core"})
+	if os.Getenv(redirectNSEnv) == "" {
+		testutil.RequireNetns(t)
+		testutil.RequireTool(t, "redis-server")
+		ns := testutil.NewNetns(t, "ferry-redirect-", "ns")
+		testutil.MustRun(t, "ip", "-n", ns, "link", "add", "rd0", "type", "veth", "peer", "name", "rd1")
+		for _, a := range []string{"198.18.20.1/24", "198.18.20.2/24"} {
+			testutil.MustRun(t, "ip", "-n", ns, "addr", "add", a, "dev", "rd0")
+		}
+		testutil.MustRun(t, "ip", "-n", ns, "link", "set", "rd0", "up")
+		testutil.MustRun(t, "ip", "-n", ns, "link", "set", "rd1", "up")
+		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestRedirectOnDrain$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), redirectNSEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		t.Logf("in namespace %s:\n%s", ns, out)
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestRedirectOnDrain") {
+			t.Fatalf("the test in the namespace failed: %v", err)
+		}
+		return
+	}
+	rs := testutil.StartRedis(t)
+	origin := pages(t)
+	cluster := func(id string) []string {
+		return []string{"--cluster-redis", rs.URL(), "--cluster-node-id", id, "--cluster-key-prefix", "browser:",
+			"--cluster-nonce-secret", "browser-cluster-nonce-secret", "--drain-timeout", "60s", "--allowed-peers", "198.18.20.0/24"}
+	}
+	a := startFerryAt(t, origin, "198.18.20.1", cluster("a")...)
+	b := startFerryAt(t, origin, "198.18.20.2", cluster("b")...)
+	ready := `ferry_cluster_nodes{state="ready"}`
+	testutil.WaitFor(t, 10*time.Second, "both nodes registered", func() bool { return metric(t, a, ready) == 2 })
+
+	// A live allocation keeps A draining.
+	live := turnClient(t, a.UDP)
+	relay, err := live.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	if err := syscall.Kill(a.proc.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	a.proc.WaitOutput(t, regexp.MustCompile(`draining: refusing new allocations`))
+	testutil.WaitFor(t, 5*time.Second, "b to see a draining", func() bool {
+		return metric(t, b, `ferry_cluster_nodes{state="draining"}`) == 1
+	})
+	defer func() {
+		if t.Failed() {
+			for name, f := range map[string]*ferry{"a": a, "b": b} {
+				t.Logf("node %s: redirected %v, created %v", name,
+					metric(t, f, `ferry_allocations_refused_total{reason="redirected"}`),
+					metric(t, f, `ferry_allocations_created_total{family="ipv4",transport="udp"}`))
+			}
+		}
+	}()
+
+	q := url.Values{"api": {b.API}, "key": {apiKey}, "transport": {"udp"}, "to": {a.UDP}}
+	var res struct {
+		URLs     []string   `json:"urls"`
+		Messages []string   `json:"messages"`
+		A        *candidate `json:"a"`
+		B        *candidate `json:"b"`
+		Errors   []any      `json:"errors"`
+	}
+	runDriver(t, tl, job{Scenario: "page", URL: origin + "/relay.html?" + q.Encode()}, &res)
+	t.Logf("urls %v, a %+v, b %+v, ICE errors %v", res.URLs, res.A, res.B, res.Errors)
+	if len(res.URLs) != 1 || res.URLs[0] != "turn:"+a.UDP+"?transport=udp" {
+		t.Fatalf("the page used %v, want only node A", res.URLs)
+	}
+	if strings.Join(res.Messages, "|") != "hello from a|hello from b" {
+		t.Fatalf("messages %q, want both ways", res.Messages)
+	}
+	for who, c := range map[string]*candidate{"a": res.A, "b": res.B} {
+		b.checkRelayed(t, who, c) // relayed by node B
+	}
+	if n := metric(t, a, `ferry_allocations_refused_total{reason="redirected"}`); n < 1 {
+		t.Fatalf("node A redirected %v allocations", n)
+	}
+}
+
+// redirectNSEnv marks TestRedirectOnDrain's run inside its namespace.
+const redirectNSEnv = "FERRY_TEST_REDIRECT_NS"
+
+// metric reads one series of f's /metrics, -1 when absent.
+func metric(t *testing.T, f *ferry, series string) float64 {
+	t.Helper()
+	res, err := http.Get(f.API + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// turnClient is a pion TURN client over UDP with the REST secret's
+// credential.
+func turnClient(t *testing.T, server string) *turn.Client {
+	t.Helper()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	user, pass := auth.Mint(secret, "keeper", time.Hour, time.Now())
+	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
+		Username: user, Password: pass, Realm: realm, LoggerFactory: testutil.PionLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }

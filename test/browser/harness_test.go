@@ -70,15 +70,17 @@ func requireTools(t testing.TB, npm map[string]string) tools {
 type ferry struct {
 	// API is the credentials API base URL, http://127.0.0.1:PORT.
 	API string
-	// UDP is the TURN UDP listener, 127.0.0.1:PORT.
+	// UDP is the TURN UDP listener, IP:PORT.
 	UDP string
+	// IP is the address ferry listens and relays on.
+	IP string
 	// RelayLo and RelayHi bound the relay port range.
 	RelayLo, RelayHi int
 	proc             *testutil.Process
 }
 
 var (
-	readyRE = regexp.MustCompile(`msg="ferry ready".* listen=udp://(127\.0\.0\.1:\d+)`)
+	readyRE = regexp.MustCompile(`msg="ferry ready".* listen=udp://([0-9.]+:\d+)`)
 	httpRE  = regexp.MustCompile(`msg="http listening" addr=(127\.0\.0\.1:\d+)`)
 )
 
@@ -91,24 +93,31 @@ var (
 // without.
 func startFerry(t *testing.T, origin string, extra ...string) *ferry {
 	t.Helper()
+	return startFerryAt(t, origin, "127.0.0.1", extra...)
+}
+
+// startFerryAt is startFerry listening and relaying on ip (an address of
+// this host) instead of 127.0.0.1; its HTTP API stays on 127.0.0.1.
+func startFerryAt(t *testing.T, origin, ip string, extra ...string) *ferry {
+	t.Helper()
 	bin, err := ferryBinary()
 	if err != nil {
 		t.Fatalf("building ferry: %v", err)
 	}
 	cert := testutil.SelfSigned(t)
-	lo16, hi16 := testutil.FreePortRange(t, netip.MustParseAddr("127.0.0.1"), 100)
+	lo16, hi16 := testutil.FreePortRange(t, netip.MustParseAddr(ip), 100)
 	lo, hi := int(lo16), int(hi16)
 	args := []string{
 		"serve",
-		"--listen", "udp://127.0.0.1:0",
-		"--listen", "tcp://127.0.0.1:0",
-		"--listen", "tls://127.0.0.1:0",
+		"--listen", "udp://" + ip + ":0",
+		"--listen", "tcp://" + ip + ":0",
+		"--listen", "tls://" + ip + ":0",
 		"--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile,
 		"--udp-sockets", "1",
-		"--relay-ip", "127.0.0.1",
+		"--relay-ip", ip,
 		"--relay-ports", fmt.Sprintf("%d-%d", lo, hi),
 		"--allow-loopback-peers",
-		"--public-host", "127.0.0.1",
+		"--public-host", ip,
 		"--realm", realm,
 		"--auth-secret", secret,
 		"--http-listen", "127.0.0.1:0",
@@ -125,7 +134,7 @@ func startFerry(t *testing.T, origin string, extra ...string) *ferry {
 	if offload != nil {
 		testutil.RequireFastPathOn(t, p)
 	}
-	return &ferry{API: "http://" + api, UDP: udp, RelayLo: lo, RelayHi: hi, proc: p}
+	return &ferry{API: "http://" + api, UDP: udp, IP: ip, RelayLo: lo, RelayHi: hi, proc: p}
 }
 
 // requireOffloaded, in the offload pass (FERRY_TEST_OFFLOAD set), fails t
@@ -160,11 +169,11 @@ func (f *ferry) checkRelayed(t testing.TB, who string, c *candidate) {
 	if c == nil {
 		t.Fatalf("%s: getStats() shows no selected candidate pair", who)
 	}
-	if c.CandidateType != "relay" || c.Address != "127.0.0.1" || c.Port < f.RelayLo || c.Port > f.RelayHi {
-		t.Fatalf("%s: selected local candidate %+v, want type relay at ferry's relay address 127.0.0.1:%d-%d", who, *c, f.RelayLo, f.RelayHi)
+	if c.CandidateType != "relay" || c.Address != f.IP || c.Port < f.RelayLo || c.Port > f.RelayHi {
+		t.Fatalf("%s: selected local candidate %+v, want type relay at ferry's relay address %s:%d-%d", who, *c, f.IP, f.RelayLo, f.RelayHi)
 	}
-	if !strings.Contains(f.Log(), fmt.Sprintf(`relay=127.0.0.1:%d`, c.Port)) {
-		t.Fatalf("%s: ferry logged no allocation with relay 127.0.0.1:%d", who, c.Port)
+	if !strings.Contains(f.Log(), fmt.Sprintf(`relay=%s:%d`, f.IP, c.Port)) {
+		t.Fatalf("%s: ferry logged no allocation with relay %s:%d", who, f.IP, c.Port)
 	}
 }
 
