@@ -31,10 +31,10 @@ type Node struct {
 	// Addrs are the node's public IP addresses, at most one per family:
 	// where other nodes redirect clients (ALTERNATE-SERVER takes an
 	// address, not a name).
-	Addrs []string `json:"addrs,omitempty"`
-	State     string   `json:"state"`
-	Load      Load     `json:"load"`
-	Version   string   `json:"version,omitempty"`
+	Addrs   []string `json:"addrs,omitempty"`
+	State   string   `json:"state"`
+	Load    Load     `json:"load"`
+	Version string   `json:"version,omitempty"`
 	// Updated is when the node wrote the entry, by its clock.
 	Updated time.Time `json:"updated"`
 	// expires is when the entry lapses, by the reader's clock.
