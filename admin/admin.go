@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/ferryrtc/ferry/engine"
 )
@@ -24,6 +25,12 @@ type Options struct {
 	Token string
 	// Table lists and closes allocations.
 	Table Table
+	// Revoker records revocations; nil: the revocation endpoints answer
+	// 404.
+	Revoker Revoker
+	// MaxTTL is auth.max-ttl: how long a user's revocation must last for
+	// every credential minted before it to have expired.
+	MaxTTL time.Duration
 	// Log receives one line per state-changing call; nil discards.
 	Log *slog.Logger
 }
@@ -55,6 +62,8 @@ type Closed struct {
 type Handler struct {
 	tokenHash atomic.Pointer[[sha256.Size]byte] // nil: the API is turned off
 	table     Table
+	revoker   Revoker
+	maxTTL    time.Duration
 	log       *slog.Logger
 	mux       *http.ServeMux
 }
@@ -68,11 +77,19 @@ func New(o Options) (*Handler, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{table: o.Table, log: o.Log, mux: http.NewServeMux()}
+	if o.MaxTTL <= 0 {
+		o.MaxTTL = 24 * time.Hour
+	}
+	h := &Handler{table: o.Table, revoker: o.Revoker, maxTTL: o.MaxTTL, log: o.Log, mux: http.NewServeMux()}
 	h.SetToken(o.Token)
 	h.mux.HandleFunc("GET "+Prefix+"allocations", h.list)
 	h.mux.HandleFunc("DELETE "+Prefix+"allocations/{relay}", h.closeOne)
 	h.mux.HandleFunc("DELETE "+Prefix+"users/{user}/allocations", h.closeUser)
+	if o.Revoker != nil {
+		h.mux.HandleFunc("GET "+Prefix+"revocations", h.revocations)
+		h.mux.HandleFunc("POST "+Prefix+"revocations", h.revoke)
+		h.mux.HandleFunc("DELETE "+Prefix+"revocations", h.lift)
+	}
 	return h, nil
 }
 

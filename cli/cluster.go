@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/ferryrtc/ferry/cluster"
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/creds"
@@ -25,7 +27,9 @@ import (
 // entry, kept fresh while serve runs.
 type clusterNode struct {
 	reg    *cluster.Registry
-	client interface{ Close() error }
+	id     string
+	client *redis.Client
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 }
@@ -81,7 +85,7 @@ func joinCluster(cfg config.Config, srv *dataplane.Server, bound []config.Listen
 		return nil, &exitError{code: 2, err: err}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &clusterNode{reg: reg, client: client, cancel: cancel}
+	n := &clusterNode{reg: reg, id: id, client: client, ctx: ctx, cancel: cancel}
 	n.done.Go(func() { reg.Run(ctx) })
 	log.Info("cluster: joining", "node", id, "region", cfg.Cluster.Region, "public_host", host)
 	return n, nil
@@ -274,4 +278,35 @@ func alternates(nodes []cluster.Node, self, region string) *engine.Alternates {
 func nonceKey(secret string) []byte {
 	h := sha256.Sum256([]byte("ferry cluster nonce key v1\x00" + secret))
 	return h[:]
+}
+
+// openRevocations returns the revocations store: in the cluster's Redis
+// (kept current by a goroutine that ends with the node), or in this
+// process. Each change is put in force in the engine, which closes the
+// live allocations it hits.
+func openRevocations(node *clusterNode, prefix string, srv *dataplane.Server, log *slog.Logger) *cluster.Revocations {
+	o := cluster.RevocationOptions{
+		Prefix: prefix,
+		Log:    log,
+		OnChange: func(list []cluster.Revocation) {
+			r := &engine.Revocations{Users: map[string]bool{}, Usernames: map[string]bool{}}
+			for _, rev := range list {
+				if rev.Kind == cluster.RevokeUser {
+					r.Users[rev.Name] = true
+				} else {
+					r.Usernames[rev.Name] = true
+				}
+			}
+			closed := srv.SetRevocations(r)
+			log.Info("revocations in force", "count", len(list), "closed_allocations", closed)
+		},
+	}
+	if node != nil {
+		o.Client, o.Node = node.client, node.id
+	}
+	revs := cluster.NewRevocations(o)
+	if node != nil {
+		node.done.Go(func() { revs.Run(node.ctx) })
+	}
+	return revs
 }

@@ -225,3 +225,86 @@ func (c *rawClient) allocate(t *testing.T, addr string, nonce stun.Nonce) *stun.
 	return do(stun.NewUsername(drainUser), stun.NewRealm(drainRealm), nonce,
 		stun.NewLongTermIntegrity(drainUser, drainRealm, drainPass), stun.Fingerprint)
 }
+
+// TestServeRevocationAcrossNodes: a revocation recorded on one node ends a
+// live relayed call on another within a second, and refuses its next
+// Allocate; lifting it lets the user allocate again.
+func TestServeRevocationAcrossNodes(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	node := func(id string) *servingFerry {
+		return startServing(t, 10*time.Second, fmt.Sprintf("cluster:\n  redis: %s\n  node-id: %s\n  key-prefix: 'revoke:'\n", rs.URL(), id))
+	}
+	n1, n2 := node("n1"), node("n2")
+	// A live call on n2.
+	client := n2.turnClient(t)
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, from, err := peer.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			_, _ = peer.WriteTo(b[:n], from)
+		}
+	}()
+	if err := relayEcho(relay, peer.LocalAddr(), "before"); err != nil {
+		t.Fatal(err)
+	}
+	// Revoked through n1's admin API.
+	req, _ := http.NewRequest("POST", n1.http+"/v1/admin/revocations", strings.NewReader(`{"user":"`+drainUser+`","reason":"test"}`))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST revocations: %d", res.StatusCode)
+	}
+	start := time.Now()
+	testutil.WaitFor(t, 3*time.Second, "n2 to close the call", func() bool {
+		return n2.metricValue(t, `ferry_allocations_ended_total{reason="admin"}`) == 1
+	})
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the call ended %v after the revocation", d)
+	}
+	if code := allocateCode(t, n2.udp); code != 401 {
+		t.Fatalf("Allocate after revocation: %d, want 401", code)
+	}
+	if code, body := n2.get(t, "/v1/admin/revocations"); code != 200 || !strings.Contains(body, `"name": "`+drainUser+`"`) {
+		t.Fatalf("GET revocations on n2: %d %s", code, body)
+	}
+	// Lifted through n2.
+	req, _ = http.NewRequest("DELETE", n2.http+"/v1/admin/revocations?user="+drainUser, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	if res, err = http.DefaultClient.Do(req); err != nil || res.StatusCode != 200 {
+		t.Fatalf("DELETE revocations: %v %v", res, err)
+	}
+	res.Body.Close()
+	testutil.WaitFor(t, 3*time.Second, "n1 to allow alice again", func() bool { return allocateCode(t, n1.udp) == 0 })
+}
+
+// allocateCode allocates on addr as the test user: 0 on success, else the
+// error code.
+func allocateCode(t *testing.T, addr string) int {
+	t.Helper()
+	res := newRawClient(t).allocate(t, addr, nil)
+	var ec stun.ErrorCodeAttribute
+	if res.Type.Class == stun.ClassSuccessResponse {
+		return 0
+	}
+	if ec.GetFrom(res) != nil {
+		t.Fatalf("no ERROR-CODE in %v", res)
+	}
+	return int(ec.Code)
+}

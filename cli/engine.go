@@ -93,6 +93,7 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		}
 		return nil, err
 	}
+	revs := openRevocations(node, cfg.Cluster.KeyPrefix, srv, log)
 	var ts turnServer = withFastPath{Server: srv, fp: fp}
 	var cm metrics.Cluster
 	if node != nil {
@@ -119,7 +120,7 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		bound:   bound,
 		metrics: m.Handler(),
 		admin: func(cfg config.Config, log *slog.Logger) (*admin.Handler, error) {
-			return admin.New(admin.Options{Token: cfg.HTTP.AdminToken, Table: srv, Log: log})
+			return admin.New(admin.Options{Token: cfg.HTTP.AdminToken, Table: srv, Revoker: revs, MaxTTL: cfg.Auth.MaxTTL, Log: log})
 		},
 	}, nil
 }

@@ -347,6 +347,18 @@ func (s *Server) CloseUser(user string) int {
 	return int(n.Load())
 }
 
+// SetRevocations puts r in force and closes the live allocations it hits;
+// it returns how many.
+func (s *Server) SetRevocations(r *engine.Revocations) int {
+	s.sh.SetRevocations(r)
+	var n atomic.Int64
+	s.each(func(l *loop) {
+		n.Add(int64(l.eng.CloseRevoked(&l.out, time.Now())))
+		l.flush()
+	})
+	return int(n.Load())
+}
+
 // each runs fn on every loop and waits.
 func (s *Server) each(fn func(*loop)) {
 	var wg sync.WaitGroup

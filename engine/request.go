@@ -93,6 +93,7 @@ const (
 	refusedIntegrity = "MESSAGE-INTEGRITY does not verify (wrong password or secret)"
 	refusedExpired   = "credential expired"
 	refusedThrottled = "too many refused credentials for this user name from this address"
+	refusedRevoked   = "credential revoked"
 )
 
 // authenticate runs the nonce and credential stages (RFC 8489 §9.2.4). A
@@ -182,6 +183,11 @@ func (e *Engine) authenticate(out *Output, c *Client, m *stunwire.Message, reqLe
 		// A valid signature on an expired credential is no guess: refused,
 		// not counted against the address.
 		e.refuseCredential(out, c, m, reqLen, username, refusedExpired, nil)
+		return r, false
+	}
+	if e.sh.revocations.Load().revoked(cred.User, string(username)) {
+		// A valid signature on a revoked credential is no guess either.
+		e.refuseCredential(out, c, m, reqLen, username, refusedRevoked, nil)
 		return r, false
 	}
 	r.cred, r.username = cred, string(username)

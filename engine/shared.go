@@ -27,7 +27,9 @@ type Shared struct {
 	draining atomic.Bool
 	// alternates are where a draining or full node sends new allocations.
 	alternates atomic.Pointer[Alternates]
-	nonceKey   atomic.Pointer[[]byte]
+	// revocations are the users and credentials refused.
+	revocations atomic.Pointer[Revocations]
+	nonceKey    atomic.Pointer[[]byte]
 
 	unauthRate, failRate ratelimit.Rate
 	unauth, fails        *ratelimit.Table
