@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -307,4 +308,75 @@ func allocateCode(t *testing.T, addr string) int {
 		t.Fatalf("no ERROR-CODE in %v", res)
 	}
 	return int(ec.Code)
+}
+
+// TestServeUsageRecords: what a node relays shows in `ferry usage`, from
+// the cluster's Redis Stream and from a file, within 1%.
+func TestServeUsageRecords(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	file := filepath.Join(t.TempDir(), "usage.jsonl")
+	n := startServing(t, 10*time.Second, fmt.Sprintf("cluster:\n  redis: %s\n  node-id: u1\n  key-prefix: 'usage:'\nusage:\n  file: %s\n", rs.URL(), file))
+	client := n.turnClient(t)
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, from, err := peer.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			_, _ = peer.WriteTo(b[:n], from)
+		}
+	}()
+	const rounds, size = 200, 500
+	msg := strings.Repeat("x", size)
+	for i := range rounds {
+		if err := relayEcho(relay, peer.LocalAddr(), msg); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	_ = relay.Close() // Refresh 0: the allocation ends, its record is final
+	client.Close()
+	testutil.WaitFor(t, 5*time.Second, "the allocation to end", func() bool {
+		return n.metricValue(t, `ferry_allocations_ended_total{reason="client"}`) == 1
+	})
+	usage := func(args ...string) map[string]any {
+		te := newCLIEnv()
+		var out struct {
+			Users []map[string]any `json:"users"`
+		}
+		testutil.WaitFor(t, 5*time.Second, "the record in ferry usage "+strings.Join(args, " "), func() bool {
+			te.stdout.Reset()
+			if code := te.run(append([]string{"usage", "--json", "--since", "1h"}, args...)...); code != 0 {
+				t.Fatalf("ferry usage: exit %d: %s", code, te.stderr)
+			}
+			if err := json.Unmarshal([]byte(te.stdout.String()), &out); err != nil {
+				t.Fatalf("ferry usage --json: %v\n%s", err, te.stdout)
+			}
+			return len(out.Users) == 1
+		})
+		return out.Users[0]
+	}
+	for name, u := range map[string]map[string]any{
+		"redis": usage("--cluster-redis", rs.URL(), "--cluster-key-prefix", "usage:"),
+		"file":  usage("--file", file),
+	} {
+		want := float64(rounds * size)
+		for _, k := range []string{"to_peer_bytes", "from_peer_bytes"} {
+			if got := u[k].(float64); got < want*0.99 || got > want*1.01 {
+				t.Errorf("%s: %s = %v, want %v within 1%%", name, k, got, want)
+			}
+		}
+		if u["user"] != drainUser || u["allocations"] != 1.0 {
+			t.Errorf("%s: %+v", name, u)
+		}
+	}
 }

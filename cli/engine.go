@@ -71,6 +71,8 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 	opts.Credentials = st.authn.Snapshot()
 	opts.Loops = loops
 	opts.Log = log
+	usage := newUsageRecords(cfg)
+	opts.Usage = usage.ended
 	fp := openFastPath(cfg, bound, relay4, relay6, log)
 	if fp != nil {
 		opts.Offload = fastPath{fp}
@@ -94,12 +96,21 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		return nil, err
 	}
 	revs := openRevocations(node, cfg.Cluster.KeyPrefix, srv, log)
+	if err := usage.start(cfg, srv, log); err != nil {
+		node.leave()
+		_ = srv.Close()
+		if fp != nil {
+			_ = fp.Close()
+		}
+		return nil, &exitError{code: 2, err: err}
+	}
 	var ts turnServer = withFastPath{Server: srv, fp: fp}
 	var cm metrics.Cluster
 	if node != nil {
 		ts = withCluster{ts, node}
 		cm = node.reg
 	}
+	ts = withUsage{ts, usage}
 	st.onCredentials = srv.SetCredentials
 	go followAddresses(ctx, cfg, relay4, relay6, bound, srv, log)
 	var fpm metrics.FastPath

@@ -75,7 +75,7 @@ new RTCPeerConnection({iceServers}) or new Peer({config: {iceServers}}).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(e), newVersion(e), newConfigCmd(e), newCreds(e), newProbe(e), newBench(e), newHealthcheck(e))
+	root.AddCommand(newServe(e), newVersion(e), newConfigCmd(e), newCreds(e), newProbe(e), newBench(e), newHealthcheck(e), newUsage(e))
 	return root
 }
 

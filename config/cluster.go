@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Cluster joins nodes through a shared Redis: a registry of nodes and
@@ -34,6 +35,31 @@ type Cluster struct {
 	// whose retry lands on another node needs no new challenge. Secret:
 	// redacted when printed.
 	NonceSecret string `mapstructure:"nonce-secret"`
+}
+
+// Usage configures usage records: one per allocation when it ends, and
+// every Interval while it lives, to the cluster's Redis Stream and/or a
+// JSON-lines file.
+type Usage struct {
+	// File is a JSON-lines file records are appended to (a node without
+	// Redis); empty: none.
+	File string `mapstructure:"file"`
+	// Interval is how often a live allocation's record is written.
+	Interval time.Duration `mapstructure:"interval"`
+	// StreamMaxLen trims the Redis Stream to about this many records.
+	StreamMaxLen int `mapstructure:"stream-max-len"`
+}
+
+func defaultUsage() Usage { return Usage{Interval: time.Minute, StreamMaxLen: 1_000_000} }
+
+// validateUsage checks the usage keys.
+func (c *Config) validateUsage(add func(string, error)) {
+	if c.Usage.Interval < 10*time.Second || c.Usage.Interval > time.Hour {
+		add("usage.interval", fmt.Errorf("%s is out of range; use 10s to 1h", c.Usage.Interval))
+	}
+	if c.Usage.StreamMaxLen < 1000 {
+		add("usage.stream-max-len", fmt.Errorf("%d is too small; keep at least 1000 records", c.Usage.StreamMaxLen))
+	}
 }
 
 // Enabled reports whether the node joins a cluster.

@@ -49,6 +49,8 @@ type Config struct {
 	Limits Limits `mapstructure:"limits"`
 	// Cluster joins other nodes through Redis: see cluster.go.
 	Cluster Cluster `mapstructure:"cluster"`
+	// Usage configures usage records: see cluster.go.
+	Usage Usage `mapstructure:"usage"`
 
 	// DrainTimeout is how long SIGTERM lets existing allocations keep
 	// relaying (new ones refused, /readyz failing) before ferry exits; 0
@@ -175,6 +177,7 @@ func Default() Config {
 		Quota:   defaultQuota(),
 		Limits:  defaultLimits(),
 		Cluster: defaultCluster(),
+		Usage:   defaultUsage(),
 
 		DrainTimeout: 30 * time.Second,
 	}
@@ -486,6 +489,7 @@ func (c *Config) Validate() error {
 	c.validateQuota(add)
 	c.validateOps(add)
 	c.validateCluster(add)
+	c.validateUsage(add)
 	return errors.Join(errs...)
 }
 

@@ -401,7 +401,7 @@ func (l *loop) control(c *engine.Command) {
 		key := [2]netip.AddrPort{c.Offload.Relay, c.Offload.Peer}
 		e := l.offloaded[key]
 		if e == nil { // never installed: nothing relayed in the kernel
-			l.eng.OffloadTraffic(c.Offload, engine.OffloadCounters{}, true)
+			l.eng.OffloadTraffic(&l.out, c.Offload, engine.OffloadCounters{}, true)
 			break
 		}
 		// Its last counts, then the entry: what the kernel relays in
@@ -411,6 +411,10 @@ func (l *loop) control(c *engine.Command) {
 		l.srv.counters.offloaded.Add(-1)
 		if err := l.srv.opts.Offload.Delete(e.ch); err != nil {
 			l.srv.log.Warn("fast path entry not removed", "relay", e.ch.Relay, "peer", e.ch.Peer, "err", err)
+		}
+	case engine.OpEnded:
+		if u := l.srv.opts.Usage; u != nil {
+			u(*c.Ended)
 		}
 	case engine.OpReroute:
 		if sc := l.streams[c.Client.Socket]; sc != nil {
@@ -456,7 +460,7 @@ func (l *loop) offloadCount(e *offloadEntry, final bool) {
 		e.seen = c
 	}
 	if final || d != (engine.OffloadCounters{}) {
-		l.eng.OffloadTraffic(&e.ch, d, final)
+		l.eng.OffloadTraffic(&l.out, &e.ch, d, final)
 	}
 }
 

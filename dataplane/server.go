@@ -36,6 +36,9 @@ type Options struct {
 	// Offload, if set, is the kernel fast path the engine hands
 	// channel-bound UDP traffic to.
 	Offload Offloader
+	// Usage, if set, gets the usage record of every allocation that ends,
+	// on an event loop: it must not block.
+	Usage func(engine.AllocationInfo)
 	// Log receives the server's logs; nil discards.
 	Log *slog.Logger
 }

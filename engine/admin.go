@@ -34,6 +34,10 @@ type AllocationInfo struct {
 	ToPeerBytes     uint64    `json:"to_peer_bytes"`
 	FromPeerPackets uint64    `json:"from_peer_packets"`
 	FromPeerBytes   uint64    `json:"from_peer_bytes"`
+	// Ended and EndReason are set in the record of an allocation that
+	// ended (OpEnded): when, and why (EndReasons).
+	Ended     time.Time `json:"ended,omitzero"`
+	EndReason string    `json:"end_reason,omitempty"`
 }
 
 // List appends every live allocation of the shard to dst.
@@ -43,40 +47,45 @@ func (e *Engine) List(dst []AllocationInfo, now time.Time) []AllocationInfo {
 		if a.pending != nil {
 			continue
 		}
-		info := AllocationInfo{
-			ID:              a.id,
-			User:            a.user.name,
-			Username:        a.username,
-			Realm:           e.cfg.Realm,
-			Client:          a.client.Remote.String(),
-			Server:          a.client.Local.String(),
-			Transport:       a.client.Transport.String(),
-			Relay:           a.ends[0].adv.String(),
-			RelayTransport:  "udp",
-			Family:          Families()[familyIndex(a.ends[0].family)],
-			Created:         a.created,
-			AgeSeconds:      float64(e.wall - a.created.Unix()),
-			ExpiresIn:       float64(a.expires-e.now) / float64(time.Second),
-			Permissions:     a.livePermissions(e.now),
-			ToPeerPackets:   a.traffic.ToPeerPackets.Load(),
-			ToPeerBytes:     a.traffic.ToPeerBytes.Load(),
-			FromPeerPackets: a.traffic.FromPeerPackets.Load(),
-			FromPeerBytes:   a.traffic.FromPeerBytes.Load(),
-		}
-		for _, ch := range a.chans {
-			if ch.active {
-				info.Channels++
-			}
-		}
-		if a.tcp {
-			info.RelayTransport = "tcp"
-		}
-		for i := 1; i < a.nEnds; i++ {
-			info.Relays = append(info.Relays, a.ends[i].adv.String())
-		}
-		dst = append(dst, info)
+		dst = append(dst, e.info(a))
 	}
 	return dst
+}
+
+// info describes a.
+func (e *Engine) info(a *allocation) AllocationInfo {
+	info := AllocationInfo{
+		ID:              a.id,
+		User:            a.quotaUser,
+		Username:        a.username,
+		Realm:           e.cfg.Realm,
+		Client:          a.client.Remote.String(),
+		Server:          a.client.Local.String(),
+		Transport:       a.client.Transport.String(),
+		Relay:           a.ends[0].adv.String(),
+		RelayTransport:  "udp",
+		Family:          Families()[familyIndex(a.ends[0].family)],
+		Created:         a.created,
+		AgeSeconds:      float64(e.wall - a.created.Unix()),
+		ExpiresIn:       float64(a.expires-e.now) / float64(time.Second),
+		Permissions:     a.livePermissions(e.now),
+		ToPeerPackets:   a.traffic.ToPeerPackets.Load(),
+		ToPeerBytes:     a.traffic.ToPeerBytes.Load(),
+		FromPeerPackets: a.traffic.FromPeerPackets.Load(),
+		FromPeerBytes:   a.traffic.FromPeerBytes.Load(),
+	}
+	for _, ch := range a.chans {
+		if ch.active {
+			info.Channels++
+		}
+	}
+	if a.tcp {
+		info.RelayTransport = "tcp"
+	}
+	for i := 1; i < a.nEnds; i++ {
+		info.Relays = append(info.Relays, a.ends[i].adv.String())
+	}
+	return info
 }
 
 // CloseRelay closes the allocations with relayed address relay (as

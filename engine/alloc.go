@@ -18,23 +18,25 @@ type allocation struct {
 	key      tuple
 	username string
 	user     *userState
-	ltKey    []byte   // the long-term key granted at Allocate: later requests are checked with it
-	tid      [12]byte // the Allocate's, to answer retransmissions
-	lifetime uint32   // seconds granted by the last Allocate or Refresh
-	tcp      bool
-	ends     [2]relayEnd
-	nEnds    int
-	pending  *pendingAllocate // not nil until every relay socket is open
-	expires  int64
-	perms    []permission
-	chans    []channel
-	traffic  Traffic
-	bw       [2]ratelimit.Bucket // to peer, from peer
-	created  time.Time
-	heapIdx  int
-	deadline int64
-	peers    []uint32 // RFC 6062 peer connections
-	shaper   *Shaper  // RFC 6062 data connections' pacing, made on first use
+	// quotaUser is user's name, kept after user is released at the end.
+	quotaUser string
+	ltKey     []byte   // the long-term key granted at Allocate: later requests are checked with it
+	tid       [12]byte // the Allocate's, to answer retransmissions
+	lifetime  uint32   // seconds granted by the last Allocate or Refresh
+	tcp       bool
+	ends      [2]relayEnd
+	nEnds     int
+	pending   *pendingAllocate // not nil until every relay socket is open
+	expires   int64
+	perms     []permission
+	chans     []channel
+	traffic   Traffic
+	bw        [2]ratelimit.Bucket // to peer, from peer
+	created   time.Time
+	heapIdx   int
+	deadline  int64
+	peers     []uint32 // RFC 6062 peer connections
+	shaper    *Shaper  // RFC 6062 data connections' pacing, made on first use
 	// awaiting counts the fast path entries removed at its end whose last
 	// counts the data plane has yet to report; endWhy is the end's reason,
 	// logged once they are in.
@@ -358,11 +360,16 @@ func (e *Engine) deleteAllocation(out *Output, a *allocation, why int) {
 		e.ending[a.id] = a
 		return
 	}
-	e.logEnd(a, why)
+	e.logEnd(out, a, why)
 }
 
-// logEnd logs the end of a with its traffic.
-func (e *Engine) logEnd(a *allocation, why int) {
+// logEnd logs the end of a with its traffic and reports its usage record.
+func (e *Engine) logEnd(out *Output, a *allocation, why int) {
+	if a.pending == nil {
+		info := e.info(a)
+		info.Ended, info.EndReason = time.Unix(e.wall, 0).UTC(), EndReasons()[why]
+		out.add(Command{Op: OpEnded, Ended: &info})
+	}
 	e.log.LogAttrs(context.Background(), slog.LevelInfo, "allocation deleted",
 		slog.String("client", a.client.Remote.String()),
 		slog.String("transport", a.client.Transport.String()),

@@ -180,18 +180,19 @@ func (e *Engine) allocate(out *Output, c *Client, m *stunwire.Message, r authRes
 	}
 	e.nextAlloc++
 	a := &allocation{
-		id:       uint64(e.shard)<<56 | e.nextAlloc,
-		client:   *c,
-		key:      c.tuple(),
-		username: r.username,
-		user:     user,
-		ltKey:    r.key,
-		tid:      m.TransactionID,
-		lifetime: e.lifetime(m),
-		tcp:      tcp,
-		created:  time.Unix(e.wall, 0),
-		heapIdx:  -1,
-		pending:  &pendingAllocate{fingerprint: m.HasFingerprint, reqLen: reqLen, addrErr: addrErr},
+		id:        uint64(e.shard)<<56 | e.nextAlloc,
+		client:    *c,
+		key:       c.tuple(),
+		username:  r.username,
+		user:      user,
+		quotaUser: r.cred.User,
+		ltKey:     r.key,
+		tid:       m.TransactionID,
+		lifetime:  e.lifetime(m),
+		tcp:       tcp,
+		created:   time.Unix(e.wall, 0),
+		heapIdx:   -1,
+		pending:   &pendingAllocate{fingerprint: m.HasFingerprint, reqLen: reqLen, addrErr: addrErr},
 	}
 	e.allocs[a.key] = a
 	if conn := e.conns[c.Socket]; conn != nil && c.Transport.Connected() {

@@ -62,6 +62,8 @@ type simNet struct {
 	// kernel is the simulated fast path's table: what the engine
 	// offloaded, relayed here without the engine until its expiry.
 	kernel map[[2]netip.AddrPort]*kernelEntry
+	// ended are the usage records of ended allocations (OpEnded).
+	ended []AllocationInfo
 }
 
 // kernelEntry is one offloaded channel and the kernel's counts for it.
@@ -178,7 +180,7 @@ func (s *simNet) advance(d time.Duration) {
 // report hands the kernel's counts of k since the last report to its
 // shard, as the data plane does.
 func (s *simNet) report(k *kernelEntry, final bool) {
-	s.eng[k.shard].OffloadTraffic(&k.OffloadChannel, k.counts, final)
+	s.eng[k.shard].OffloadTraffic(&s.out, &k.OffloadChannel, k.counts, final)
 	k.counts = OffloadCounters{}
 }
 
@@ -331,8 +333,10 @@ func (s *simNet) execOne(i int, c Command) {
 			s.report(k, true)
 			delete(s.kernel, key)
 		} else {
-			s.eng[i].OffloadTraffic(c.Offload, OffloadCounters{}, true)
+			s.eng[i].OffloadTraffic(&s.out, c.Offload, OffloadCounters{}, true)
 		}
+	case OpEnded:
+		s.ended = append(s.ended, *c.Ended)
 	default:
 		s.t.Errorf("unknown command %d", c.Op)
 	}

@@ -119,7 +119,7 @@ func (e *Engine) reoffload(out *Output, a *allocation, ip netip.Addr) {
 // every tick, and every channel it was told to remove (OpUnoffload) once
 // more with final set, installed or not: an allocation that ended with
 // channels in the kernel logs its end when their last counts are in.
-func (e *Engine) OffloadTraffic(c *OffloadChannel, d OffloadCounters, final bool) {
+func (e *Engine) OffloadTraffic(out *Output, c *OffloadChannel, d OffloadCounters, final bool) {
 	e.stats.ToPeerPackets.add(d.ToPeerPackets)
 	e.stats.ToPeerBytes.add(d.ToPeerBytes)
 	e.stats.FromPeerPackets.add(d.FromPeerPackets)
@@ -141,7 +141,7 @@ func (e *Engine) OffloadTraffic(c *OffloadChannel, d OffloadCounters, final bool
 	if ended && final {
 		if a.awaiting--; a.awaiting == 0 {
 			delete(e.ending, a.id)
-			e.logEnd(a, a.endWhy)
+			e.logEnd(out, a, a.endWhy)
 		}
 	}
 }

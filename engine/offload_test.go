@@ -207,3 +207,28 @@ func TestOffloadEndLoggedWithKernelCounts(t *testing.T) {
 		t.Fatalf("end of an allocation whose entry was never installed: %d awaiting, log:\n%s", len(eng.ending), logs.String())
 	}
 }
+
+// Every allocation that ends reports its usage record (OpEnded), with the
+// kernel's last counts when it had channels there.
+func TestUsageRecordOnEnd(t *testing.T) {
+	for _, offload := range []bool{false, true} {
+		s := newSim(t, simOpts{configure: func(c *Config) { c.Offload = offload }})
+		cl := s.restClient("198.51.100.1:1000", "carol", testSecret, time.Hour)
+		cl.allocate()
+		cl.mustOK("ChannelBind", cl.bind(0x4000, peer(1)))
+		for range 3 {
+			cl.channelData(0x4000, "12345")
+		}
+		s.fromPeer(peer(1), cl.relay, []byte("back"))
+		s.now = s.now.Add(90 * time.Second)
+		cl.mustOK("Refresh 0", cl.do(stun.MethodRefresh, lifetime(0)))
+		if len(s.ended) != 1 {
+			t.Fatalf("offload %v: %d usage records", offload, len(s.ended))
+		}
+		r := s.ended[0]
+		if r.User != "carol" || r.Username != cl.username || r.EndReason != "client" || r.Ended.IsZero() ||
+			r.ToPeerPackets != 3 || r.ToPeerBytes != 15 || r.FromPeerPackets != 1 || r.FromPeerBytes != 4 || r.Transport != "udp" {
+			t.Fatalf("offload %v: record %+v", offload, r)
+		}
+	}
+}

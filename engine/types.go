@@ -122,6 +122,9 @@ const (
 	OpOffload
 	// OpUnoffload removes Offload from the kernel fast path.
 	OpUnoffload
+	// OpEnded reports an allocation that ended, with its traffic: the
+	// usage record (Ended).
+	OpEnded
 )
 
 // OpenRelay describes a relay socket to bind.
@@ -153,6 +156,7 @@ type Command struct {
 	Data    []byte
 	Join    *Join
 	Offload *OffloadChannel
+	Ended   *AllocationInfo
 }
 
 // Join is what the data plane needs to relay an RFC 6062 data connection.

@@ -89,3 +89,10 @@ func (b *LockedBuffer) String() string {
 func PionLogger(t testing.TB) logging.LoggerFactory {
 	return &logging.DefaultLoggerFactory{Writer: NewLogWriter(t), DefaultLogLevel: logging.LogLevelWarn}
 }
+
+// Reset empties the buffer.
+func (b *LockedBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.b.Reset()
+}

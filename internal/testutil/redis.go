@@ -16,16 +16,25 @@ type Redis struct {
 	Addr string
 	port int
 	dir  string
-	proc *Process
+	// durable: every write is on disk (appendonly, fsync always) before
+	// it is acknowledged, so a killed and restarted server keeps it.
+	durable bool
+	proc    *Process
 }
 
 // StartRedis starts redis-server on a free 127.0.0.1 port, without
 // persistence, stopped at t's cleanup. Without redis-server the test is
 // skipped (fails with CI=true: scripts/install-test-deps.sh redis).
-func StartRedis(t testing.TB) *Redis {
+func StartRedis(t testing.TB) *Redis { return startRedis(t, false) }
+
+// StartDurableRedis is StartRedis with every write on disk before it is
+// acknowledged: what was written survives Kill and Start.
+func StartDurableRedis(t testing.TB) *Redis { return startRedis(t, true) }
+
+func startRedis(t testing.TB, durable bool) *Redis {
 	t.Helper()
 	RequireTool(t, "redis-server")
-	r := &Redis{port: FreePort(t), dir: t.TempDir()}
+	r := &Redis{port: FreePort(t), dir: t.TempDir(), durable: durable}
 	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 	r.Start(t)
 	return r
@@ -41,10 +50,14 @@ func (r *Redis) Start(t testing.TB) {
 	if err != nil {
 		Unavailable(t, "redis-server: %v", err)
 	}
-	r.proc = StartProcess(t, "redis", r.dir, path, []string{
-		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--protected-mode", "yes", "--loglevel", "warning",
-	}, nil)
+	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--dir", r.dir, "--protected-mode", "yes", "--loglevel", "warning"}
+	if r.durable {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	r.proc = StartProcess(t, "redis", r.dir, path, args, nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if c, err := net.DialTimeout("tcp", r.Addr, 200*time.Millisecond); err == nil {
