@@ -34,25 +34,36 @@ type clusterNode struct {
 	done   sync.WaitGroup
 }
 
-// joinCluster starts heartbeating this node into cfg.Cluster's Redis, or
-// returns nil when no cluster is configured. Redis being away is not an
-// error: the node serves on and joins when it answers.
-func joinCluster(cfg config.Config, srv *dataplane.Server, bound []config.Listener, relay4, relay6 netip.Addr, log *slog.Logger) (*clusterNode, error) {
+// dialCluster returns the client of cfg.Cluster's Redis and this node's
+// ID, or a nil client when no cluster is configured. It does not connect:
+// Redis being away is not an error.
+func dialCluster(cfg config.Config, log *slog.Logger) (*redis.Client, string, error) {
 	if !cfg.Cluster.Enabled() {
-		return nil, nil
+		return nil, "", nil
 	}
 	cluster.RouteRedisLogs(log)
-	client, err := cluster.Dial(cfg.Cluster.Redis)
-	if err != nil {
-		return nil, &exitError{code: 2, err: err}
-	}
 	id := cfg.Cluster.NodeID
 	if id == "" {
+		var err error
 		if id, err = os.Hostname(); err != nil || id == "" {
-			_ = client.Close()
-			return nil, &exitError{code: 2, err: fmt.Errorf("cluster.node-id is empty and the host name is unknown (%v); set cluster.node-id", err)}
+			return nil, "", &exitError{code: 2, err: fmt.Errorf("cluster.node-id is empty and the host name is unknown (%v); set cluster.node-id", err)}
 		}
 	}
+	client, err := cluster.Dial(cfg.Cluster.Redis)
+	if err != nil {
+		return nil, "", &exitError{code: 2, err: err}
+	}
+	return client, id, nil
+}
+
+// joinCluster starts heartbeating this node into the cluster's Redis
+// (client, from dialCluster; nil: no cluster, nil node), and keeps the
+// user quota's counts (quota, when set) alive with it.
+func joinCluster(cfg config.Config, client *redis.Client, id string, quota *cluster.UserQuota, srv *dataplane.Server, bound []config.Listener, relay4, relay6 netip.Addr, log *slog.Logger) (*clusterNode, error) {
+	if client == nil {
+		return nil, nil
+	}
+	var err error
 	host := cfg.Cluster.PublicHost
 	if host == "" {
 		host = advertisedHost(cfg)
@@ -87,6 +98,9 @@ func joinCluster(cfg config.Config, srv *dataplane.Server, bound []config.Listen
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &clusterNode{reg: reg, id: id, client: client, ctx: ctx, cancel: cancel}
 	n.done.Go(func() { reg.Run(ctx) })
+	if quota != nil {
+		n.done.Go(func() { quota.Run(ctx) })
+	}
 	log.Info("cluster: joining", "node", id, "region", cfg.Cluster.Region, "public_host", host)
 	return n, nil
 }
@@ -309,4 +323,25 @@ func openRevocations(node *clusterNode, prefix string, srv *dataplane.Server, lo
 		node.done.Go(func() { revs.Run(node.ctx) })
 	}
 	return revs
+}
+
+// newUserQuota returns the cluster-wide per-user allocation quota of cfg,
+// or nil without a cluster or a per-user quota. Its resync reads srv,
+// which *srv holds by the time it runs.
+func newUserQuota(cfg config.Config, client *redis.Client, id string, srv **dataplane.Server, log *slog.Logger) *cluster.UserQuota {
+	if client == nil || cfg.Quota.UserAllocations <= 0 {
+		return nil
+	}
+	return cluster.NewUserQuota(cluster.QuotaOptions{
+		Client: client, Prefix: cfg.Cluster.KeyPrefix, Node: id, Limit: cfg.Quota.UserAllocations, Log: log,
+		Counts: func() map[string]int {
+			counts := map[string]int{}
+			for _, a := range (*srv).List() {
+				if a.ClusterCounted {
+					counts[a.User]++
+				}
+			}
+			return counts
+		},
+	})
 }

@@ -380,3 +380,65 @@ func TestServeUsageRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestServeUserQuotaAcrossNodes: quota.user-allocations holds across three
+// nodes (the Allocate past it on any node gets 486, an end gives the place
+// back); with Redis killed every node keeps allocating under its own
+// limit and says so, and with Redis back the cluster-wide limit holds
+// again.
+func TestServeUserQuotaAcrossNodes(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	node := func(id string) *servingFerry {
+		return startServing(t, 10*time.Second, fmt.Sprintf("quota:\n  user-allocations: 2\ncluster:\n  redis: %s\n  node-id: %s\n  key-prefix: 'quota:'\n", rs.URL(), id))
+	}
+	nodes := []*servingFerry{node("n1"), node("n2"), node("n3")}
+	testutil.WaitFor(t, 5*time.Second, "all three registered", func() bool {
+		return nodes[0].metricValue(t, `ferry_cluster_nodes{state="ready"}`) == 3
+	})
+	hold := func(n *servingFerry) (func(), error) {
+		c := n.turnClient(t)
+		relay, err := c.Allocate()
+		if err != nil {
+			return nil, err
+		}
+		return func() { _ = relay.Close(); c.Close() }, nil
+	}
+	r1, err := hold(nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := hold(nodes[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2()
+	// The third, on the third node: 486.
+	if code := allocateCode(t, nodes[2].udp); code != 486 {
+		t.Fatalf("alice's third allocation, on n3: %d, want 486", code)
+	}
+	// One ends: its place comes back.
+	r1()
+	testutil.WaitFor(t, 5*time.Second, "n3 to admit alice again", func() bool { return allocateCode(t, nodes[2].udp) == 0 })
+	// That one holds on (10 minutes): alice is at 2 again.
+	if code := allocateCode(t, nodes[0].udp); code != 486 {
+		t.Fatalf("alice past the quota again: %d, want 486", code)
+	}
+
+	// Redis dies: every node serves on under its own limit.
+	rs.Kill(t)
+	testutil.WaitFor(t, 5*time.Second, "n1 to see Redis down", func() bool {
+		return nodes[0].metricValue(t, "ferry_cluster_redis_up") == 0
+	})
+	if code := allocateCode(t, nodes[0].udp); code != 0 {
+		t.Fatalf("Allocate on n1 with Redis down: %d, want success under n1's own limit", code)
+	}
+	if nodes[0].metricValue(t, `ferry_cluster_quota_checks_total{result="fallback"}`) < 1 {
+		t.Fatal("the fallback was not counted")
+	}
+	// Redis back (empty): the nodes rewrite their counts and the limit
+	// holds across them again.
+	rs.Start(t)
+	testutil.WaitFor(t, 10*time.Second, "Redis back and the quota enforced again", func() bool {
+		return nodes[0].metricValue(t, "ferry_cluster_redis_up") == 1 && allocateCode(t, nodes[1].udp) == 486
+	})
+}

@@ -73,21 +73,35 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 	opts.Log = log
 	usage := newUsageRecords(cfg)
 	opts.Usage = usage.ended
+	client, nodeID, err := dialCluster(cfg, log)
+	if err != nil {
+		set.Close()
+		closeNAT(nat)
+		return nil, err
+	}
+	var srv *dataplane.Server
+	quota := newUserQuota(cfg, client, nodeID, &srv, log)
+	if quota != nil {
+		opts.UserQuota = quota
+	}
 	fp := openFastPath(cfg, bound, relay4, relay6, log)
 	if fp != nil {
 		opts.Offload = fastPath{fp}
 	}
-	srv, err := dataplane.New(opts, dataplane.SocketsFrom(set, nat))
+	srv, err = dataplane.New(opts, dataplane.SocketsFrom(set, nat))
 	if err != nil {
 		if fp != nil {
 			_ = fp.Close()
+		}
+		if client != nil {
+			_ = client.Close()
 		}
 		return nil, &exitError{code: 1, err: err}
 	}
 	if s := cfg.Cluster.NonceSecret; s != "" {
 		srv.Shared().SetNonceKey(nonceKey(s))
 	}
-	node, err := joinCluster(cfg, srv, bound, relay4, relay6, log)
+	node, err := joinCluster(cfg, client, nodeID, quota, srv, bound, relay4, relay6, log)
 	if err != nil {
 		_ = srv.Close()
 		if fp != nil {
@@ -106,6 +120,10 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 	}
 	var ts turnServer = withFastPath{Server: srv, fp: fp}
 	var cm metrics.Cluster
+	var cq metrics.ClusterQuota
+	if quota != nil {
+		cq = quota
+	}
 	if node != nil {
 		ts = withCluster{ts, node}
 		cm = node.reg
@@ -124,6 +142,7 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		PeerDenialReasons: srv.Shared().PeerDenialReasons(),
 		FastPathChannels:  srv.FastPathChannels,
 		Cluster:           cm,
+		ClusterQuota:      cq,
 	}, log)
 	return &started{
 		srv:     ts,

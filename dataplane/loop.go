@@ -412,6 +412,24 @@ func (l *loop) control(c *engine.Command) {
 		if err := l.srv.opts.Offload.Delete(e.ch); err != nil {
 			l.srv.log.Warn("fast path entry not removed", "relay", e.ch.Relay, "peer", e.ch.Peer, "err", err)
 		}
+	case engine.OpCheckUser:
+		q := l.srv.opts.UserQuota
+		if q == nil {
+			l.eng.UserChecked(&l.out, c.Alloc, true, false, time.Now())
+			break
+		}
+		user, id := c.User, c.Alloc
+		go func() {
+			ok, counted := q.Acquire(user)
+			l.call(func(l *loop) {
+				l.eng.UserChecked(&l.out, id, ok, counted, time.Now())
+				l.flush()
+			})
+		}()
+	case engine.OpReleaseUser:
+		if q := l.srv.opts.UserQuota; q != nil {
+			q.Release(c.User)
+		}
 	case engine.OpEnded:
 		if u := l.srv.opts.Usage; u != nil {
 			u(*c.Ended)

@@ -39,6 +39,11 @@ type Options struct {
 	// Usage, if set, gets the usage record of every allocation that ends,
 	// on an event loop: it must not block.
 	Usage func(engine.AllocationInfo)
+	// UserQuota, if set, is the cluster's count of allocations per user
+	// (cluster.UserQuota): the engine asks it on each Allocate (from a
+	// goroutine of its own: Acquire may wait for Redis) and tells it of
+	// each end (Release must not block).
+	UserQuota UserQuota
 	// Log receives the server's logs; nil discards.
 	Log *slog.Logger
 }
@@ -74,6 +79,12 @@ type Offloader interface {
 	Put(engine.OffloadChannel) error
 	Delete(engine.OffloadChannel) error
 	Counters(engine.OffloadChannel) (engine.OffloadCounters, error)
+}
+
+// UserQuota is the cluster-wide per-user allocation count.
+type UserQuota interface {
+	Acquire(user string) (ok, counted bool)
+	Release(user string)
 }
 
 // counters are the data plane's own drops, added to the engine's.
@@ -209,6 +220,9 @@ func build(o Options, s Sockets) (*Server, error) {
 		ec.NAT = append(ec.NAT, set)
 	}
 	sh, err := engine.NewShared(ec, o.Credentials, o.Policy, time.Now())
+	if err == nil && o.UserQuota != nil {
+		sh.SetClusterQuota(true)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,8 @@ type AllocationInfo struct {
 	// ended (OpEnded): when, and why (EndReasons).
 	Ended     time.Time `json:"ended,omitzero"`
 	EndReason string    `json:"end_reason,omitempty"`
+	// ClusterCounted: the cluster counts it against its user's quota.
+	ClusterCounted bool `json:"-"`
 }
 
 // List appends every live allocation of the shard to dst.
@@ -73,6 +75,7 @@ func (e *Engine) info(a *allocation) AllocationInfo {
 		ToPeerBytes:     a.traffic.ToPeerBytes.Load(),
 		FromPeerPackets: a.traffic.FromPeerPackets.Load(),
 		FromPeerBytes:   a.traffic.FromPeerBytes.Load(),
+		ClusterCounted:  a.clusterCounted,
 	}
 	for _, ch := range a.chans {
 		if ch.active {

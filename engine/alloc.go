@@ -20,23 +20,26 @@ type allocation struct {
 	user     *userState
 	// quotaUser is user's name, kept after user is released at the end.
 	quotaUser string
-	ltKey     []byte   // the long-term key granted at Allocate: later requests are checked with it
-	tid       [12]byte // the Allocate's, to answer retransmissions
-	lifetime  uint32   // seconds granted by the last Allocate or Refresh
-	tcp       bool
-	ends      [2]relayEnd
-	nEnds     int
-	pending   *pendingAllocate // not nil until every relay socket is open
-	expires   int64
-	perms     []permission
-	chans     []channel
-	traffic   Traffic
-	bw        [2]ratelimit.Bucket // to peer, from peer
-	created   time.Time
-	heapIdx   int
-	deadline  int64
-	peers     []uint32 // RFC 6062 peer connections
-	shaper    *Shaper  // RFC 6062 data connections' pacing, made on first use
+	// clusterCounted: the cluster counted it against its user's quota
+	// (UserChecked), so its end must be taken off there.
+	clusterCounted bool
+	ltKey          []byte   // the long-term key granted at Allocate: later requests are checked with it
+	tid            [12]byte // the Allocate's, to answer retransmissions
+	lifetime       uint32   // seconds granted by the last Allocate or Refresh
+	tcp            bool
+	ends           [2]relayEnd
+	nEnds          int
+	pending        *pendingAllocate // not nil until every relay socket is open
+	expires        int64
+	perms          []permission
+	chans          []channel
+	traffic        Traffic
+	bw             [2]ratelimit.Bucket // to peer, from peer
+	created        time.Time
+	heapIdx        int
+	deadline       int64
+	peers          []uint32 // RFC 6062 peer connections
+	shaper         *Shaper  // RFC 6062 data connections' pacing, made on first use
 	// awaiting counts the fast path entries removed at its end whose last
 	// counts the data plane has yet to report; endWhy is the end's reason,
 	// logged once they are in.
@@ -287,6 +290,11 @@ func (e *Engine) allocationOf(r RelayID) *allocation {
 func (e *Engine) deleteAllocation(out *Output, a *allocation, why int) {
 	if e.allocs[a.key] == a {
 		delete(e.allocs, a.key)
+	}
+	delete(e.checking, a.id)
+	if a.clusterCounted {
+		a.clusterCounted = false
+		out.add(Command{Op: OpReleaseUser, User: a.quotaUser})
 	}
 	if a.heapIdx >= 0 {
 		heap.Remove(&e.timers, a.heapIdx)

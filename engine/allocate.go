@@ -17,6 +17,7 @@ type pendingAllocate struct {
 	reqLen      int
 	pair        RelayID // reserved next port (EVEN-PORT R bit), 0 if none
 	addrErr     uint8   // a family asked for with ADDITIONAL-ADDRESS-FAMILY that is not offered
+	checking    bool    // the cluster's user quota answer is awaited (UserChecked)
 }
 
 // lifetime returns the lifetime to grant for a LIFETIME request value
@@ -208,7 +209,8 @@ func (e *Engine) allocate(out *Output, c *Client, m *stunwire.Message, r authRes
 		}
 		a.ends[0] = relayEnd{id: id, family: familyOf(res.addr.Addr()), bound: res.addr, adv: e.advertise(res.addr), open: true}
 		a.nEnds = 1
-		e.allocationReady(out, a)
+		e.checkUser(out, a)
+		e.maybeReady(out, a)
 		return
 	}
 	for i := range nf {
@@ -225,6 +227,7 @@ func (e *Engine) allocate(out *Output, c *Client, m *stunwire.Message, r authRes
 		out.add(Command{Op: OpOpenRelay, Relay: id, Open: open})
 	}
 	a.nEnds = nf
+	e.checkUser(out, a)
 }
 
 // releaseReservation closes a reserved relay that an Allocate took but
@@ -272,6 +275,15 @@ func (e *Engine) RelayOpened(out *Output, id RelayID, bound netip.AddrPort, err 
 			slog.String("err", err.Error()))
 	} else {
 		end.open, end.bound, end.adv = true, bound, e.advertise(bound)
+	}
+	e.maybeReady(out, a)
+}
+
+// maybeReady answers a pending Allocate once every relay socket is bound
+// (or failed) and the cluster has answered its user quota check.
+func (e *Engine) maybeReady(out *Output, a *allocation) {
+	if a.pending.checking {
+		return
 	}
 	for i := range a.ends[:a.nEnds] {
 		if !a.ends[i].open && !a.ends[i].failed {

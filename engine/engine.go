@@ -37,7 +37,9 @@ type Engine struct {
 	allocs map[tuple]*allocation
 	// ending are ended allocations awaiting the fast path's last counts,
 	// by ID.
-	ending    map[uint64]*allocation
+	ending map[uint64]*allocation
+	// checking are pending allocations awaiting UserChecked, by ID.
+	checking  map[uint64]*allocation
 	relays    []relaySlot
 	freeRelay []int
 	timers    timerHeap
@@ -79,18 +81,19 @@ func New(sh *Shared, shard int) (*Engine, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{
-		sh:     sh,
-		cfg:    &sh.cfg,
-		shard:  shard,
-		log:    log,
-		mac:    stunwire.NewMAC(),
-		allocs: map[tuple]*allocation{},
-		ending: map[uint64]*allocation{},
-		peers:  map[uint32]*peerConn{},
-		conns:  map[SocketID]*conn{},
-		idle:   connCounts{perIP: map[netip.Addr]int{}},
-		nat:    map[netip.AddrPort]natRef{},
-		relays: make([]relaySlot, 1), // index 0 is never used: RelayID 0 means none
+		sh:       sh,
+		cfg:      &sh.cfg,
+		shard:    shard,
+		log:      log,
+		mac:      stunwire.NewMAC(),
+		allocs:   map[tuple]*allocation{},
+		ending:   map[uint64]*allocation{},
+		checking: map[uint64]*allocation{},
+		peers:    map[uint32]*peerConn{},
+		conns:    map[SocketID]*conn{},
+		idle:     connCounts{perIP: map[netip.Addr]int{}},
+		nat:      map[netip.AddrPort]natRef{},
+		relays:   make([]relaySlot, 1), // index 0 is never used: RelayID 0 means none
 	}
 	for i, set := range sh.cfg.NAT {
 		for role, a := range set.Addr {

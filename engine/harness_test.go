@@ -64,6 +64,10 @@ type simNet struct {
 	kernel map[[2]netip.AddrPort]*kernelEntry
 	// ended are the usage records of ended allocations (OpEnded).
 	ended []AllocationInfo
+	// clusterUsers counts allocations per user as a cluster would
+	// (OpCheckUser, OpReleaseUser), against clusterQuota.
+	clusterUsers map[string]int
+	clusterQuota int
 }
 
 // kernelEntry is one offloaded channel and the kernel's counts for it.
@@ -144,7 +148,8 @@ func newSim(t testing.TB, o simOpts) *simNet {
 	}
 	s := &simNet{t: t, sh: sh, now: start, kernel: map[[2]netip.AddrPort]*kernelEntry{},
 		relays: map[RelayID]netip.AddrPort{}, bound: map[netip.AddrPort]RelayID{},
-		nextPort: map[uint8]uint16{4: 40000, 6: 40000}, inbox: map[netip.AddrPort][][]byte{}}
+		nextPort: map[uint8]uint16{4: 40000, 6: 40000}, inbox: map[netip.AddrPort][][]byte{},
+		clusterUsers: map[string]int{}}
 	for i := range o.shards {
 		e, err := New(sh, i)
 		if err != nil {
@@ -337,6 +342,14 @@ func (s *simNet) execOne(i int, c Command) {
 		}
 	case OpEnded:
 		s.ended = append(s.ended, *c.Ended)
+	case OpCheckUser:
+		ok := s.clusterUsers[c.User] < s.clusterQuota
+		if ok {
+			s.clusterUsers[c.User]++
+		}
+		e.UserChecked(&s.out, c.Alloc, ok, ok, s.now)
+	case OpReleaseUser:
+		s.clusterUsers[c.User]--
 	default:
 		s.t.Errorf("unknown command %d", c.Op)
 	}

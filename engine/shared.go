@@ -29,7 +29,9 @@ type Shared struct {
 	alternates atomic.Pointer[Alternates]
 	// revocations are the users and credentials refused.
 	revocations atomic.Pointer[Revocations]
-	nonceKey    atomic.Pointer[[]byte]
+	// clusterQuota: Allocates ask the cluster about the user's quota.
+	clusterQuota atomic.Bool
+	nonceKey     atomic.Pointer[[]byte]
 
 	unauthRate, failRate ratelimit.Rate
 	unauth, fails        *ratelimit.Table

@@ -54,6 +54,10 @@ func simulate(t *testing.T, seed uint64, steps int) {
 		c.AuthFailureRate, c.AuthFailureBurst = 0, 0
 		c.Offload = seed%2 == 1 // odd seeds relay channel traffic in the simulated kernel
 	}})
+	if seed%3 == 0 { // the cluster-wide user quota check, answered as one node's
+		s.sh.SetClusterQuota(true)
+		s.clusterQuota = userQuota
+	}
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	users := []struct{ name, pass string }{{"alice", "a"}, {"bob", "b"}, {"carol", "c"}}
 	var clients []*simClient
@@ -264,6 +268,11 @@ func simulate(t *testing.T, seed uint64, steps int) {
 	if len(s.kernel) != 0 {
 		t.Fatalf("seed %d: %d offloaded channels left after everything expired", seed, len(s.kernel))
 	}
+	for u, n := range s.clusterUsers {
+		if n != 0 {
+			t.Fatalf("seed %d: the cluster still counts %d allocations of %s", seed, n, u)
+		}
+	}
 	if st.Allocations != 0 || len(s.relays) != 0 || st.PermissionsActive != 0 || st.ChannelsActive != 0 {
 		t.Fatalf("seed %d: after everything expired: %d allocations, %d relay sockets, %d permissions, %d channels",
 			seed, st.Allocations, len(s.relays), st.PermissionsActive, st.ChannelsActive)
@@ -316,6 +325,13 @@ func checkBounds(t *testing.T, s *simNet, step string, userQuota, totalQuota, pe
 		}
 	}
 	st := s.stats()
+	if s.sh.clusterQuota.Load() {
+		for _, u := range []string{"alice", "bob", "carol"} {
+			if s.clusterUsers[u] != perUser[u] {
+				t.Fatalf("%s: the cluster counts %d allocations of %s, the table %d", step, s.clusterUsers[u], u, perUser[u])
+			}
+		}
+	}
 	if total > totalQuota || st.Allocations != total {
 		t.Fatalf("%s: %d allocations in the table, %d counted, quota %d", step, total, st.Allocations, totalQuota)
 	}

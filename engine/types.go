@@ -125,6 +125,12 @@ const (
 	// OpEnded reports an allocation that ended, with its traffic: the
 	// usage record (Ended).
 	OpEnded
+	// OpCheckUser asks the cluster whether User may hold one more
+	// allocation (Alloc, its ID): answer with Engine.UserChecked.
+	OpCheckUser
+	// OpReleaseUser takes one allocation of User off the cluster's count
+	// (one UserChecked counted).
+	OpReleaseUser
 )
 
 // OpenRelay describes a relay socket to bind.
@@ -157,6 +163,8 @@ type Command struct {
 	Join    *Join
 	Offload *OffloadChannel
 	Ended   *AllocationInfo
+	User    string
+	Alloc   uint64
 }
 
 // Join is what the data plane needs to relay an RFC 6062 data connection.

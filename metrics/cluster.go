@@ -13,6 +13,11 @@ type Cluster interface {
 	Stats() cluster.Stats
 }
 
+// ClusterQuota is the cluster-wide user quota (*cluster.UserQuota).
+type ClusterQuota interface {
+	Stats() cluster.QuotaStats
+}
+
 // clusterCollector reads the registry when scraped; with no cluster
 // configured it exports nothing.
 type clusterCollector struct {
@@ -20,11 +25,16 @@ type clusterCollector struct {
 	up, nodes, allocations *prometheus.Desc
 	heartbeats, malformed  *prometheus.Desc
 	redisErrors            *prometheus.Desc
+	quota                  ClusterQuota
+	quotaChecks            *prometheus.Desc
 }
 
-func newClusterCollector(src Cluster) *clusterCollector {
+func newClusterCollector(src Cluster, quota ClusterQuota) *clusterCollector {
 	return &clusterCollector{
-		src: src,
+		src:   src,
+		quota: quota,
+		quotaChecks: prometheus.NewDesc("ferry_cluster_quota_checks_total",
+			"Cluster-wide per-user quota checks of new allocations, by result: acquired, refused (486), fallback (Redis did not answer: this node's own limit held), lost_release (an end not taken off in Redis; the next resync repairs it).", []string{"result"}, nil),
 		up: prometheus.NewDesc("ferry_cluster_redis_up",
 			"1 when this node's last round with the cluster's Redis succeeded; 0 while Redis is away (the node serves on its own limits).", nil, nil),
 		nodes: prometheus.NewDesc("ferry_cluster_nodes",
@@ -41,7 +51,7 @@ func newClusterCollector(src Cluster) *clusterCollector {
 }
 
 func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.nodes, c.allocations, c.heartbeats, c.malformed, c.redisErrors} {
+	for _, d := range []*prometheus.Desc{c.up, c.nodes, c.allocations, c.heartbeats, c.malformed, c.redisErrors, c.quotaChecks} {
 		ch <- d
 	}
 }
@@ -69,4 +79,13 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.heartbeats, prometheus.CounterValue, float64(st.Heartbeats))
 	ch <- prometheus.MustNewConstMetric(c.malformed, prometheus.CounterValue, float64(st.Malformed), "registry")
 	ch <- prometheus.MustNewConstMetric(c.redisErrors, prometheus.CounterValue, float64(st.RedisErrors))
+	if c.quota != nil {
+		q := c.quota.Stats()
+		for _, r := range []struct {
+			name string
+			v    uint64
+		}{{"acquired", q.Acquired}, {"refused", q.Refused}, {"fallback", q.Fallbacks}, {"lost_release", q.LostReleases}} {
+			ch <- prometheus.MustNewConstMetric(c.quotaChecks, prometheus.CounterValue, float64(r.v), r.name)
+		}
+	}
 }

@@ -46,6 +46,8 @@ type Source struct {
 	FastPathChannels func() (installed, refused uint64)
 	// Cluster is this node's registry; nil without a cluster.
 	Cluster Cluster
+	// ClusterQuota is the cluster-wide user quota; nil without one.
+	ClusterQuota ClusterQuota
 }
 
 // New builds the private registry: the Go and process collectors and one
@@ -62,7 +64,7 @@ func New(src Source, log *slog.Logger) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newEngineCollector(src),
 		newFastPathCollector(src),
-		newClusterCollector(src.Cluster),
+		newClusterCollector(src.Cluster, src.ClusterQuota),
 	)
 	return m
 }
