@@ -442,3 +442,65 @@ func TestServeUserQuotaAcrossNodes(t *testing.T) {
 		return nodes[0].metricValue(t, "ferry_cluster_redis_up") == 1 && allocateCode(t, nodes[1].udp) == 486
 	})
 }
+
+// TestServeByteBudgetAcrossNodes: alice relays through two nodes; when
+// her bytes together pass quota.user-bytes both nodes close her
+// allocations and refuse new ones with 486.
+func TestServeByteBudgetAcrossNodes(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	node := func(id string) *servingFerry {
+		return startServing(t, 10*time.Second, fmt.Sprintf("quota:\n  user-bytes: 1000000\n  user-bytes-period: 1h\ncluster:\n  redis: %s\n  node-id: %s\n  key-prefix: 'budget:'\n", rs.URL(), id))
+	}
+	nodes := []*servingFerry{node("n1"), node("n2")}
+	echo, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = echo.WriteTo(buf[:n], from)
+		}
+	}()
+	// relay sends count 1000-byte datagrams through n's relay and
+	// back: 2,000 bytes each.
+	relay := func(n *servingFerry, count int) net.PacketConn {
+		c := n.turnClient(t)
+		conn, err := c.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := strings.Repeat("x", 1000)
+		for i := range count {
+			if err := relayEcho(conn, echo.LocalAddr(), msg); err != nil {
+				t.Fatalf("round %d through %s: %v", i, n.udp, err)
+			}
+		}
+		return conn
+	}
+	relay(nodes[0], 300) // 600,000 bytes on n1
+	// Still under: both admit her.
+	time.Sleep(1500 * time.Millisecond)
+	for _, n := range nodes {
+		if code := allocateCode(t, n.udp); code != 0 {
+			t.Fatalf("alice at 600,000 bytes, on %s: %d, want success", n.udp, code)
+		}
+	}
+	relay(nodes[1], 250) // 500,000 more on n2: 1,100,000
+	for _, n := range nodes {
+		testutil.WaitFor(t, 5*time.Second, "both nodes to close alice's allocations and refuse her", func() bool {
+			return n.metricValue(t, `ferry_allocations_ended_total{reason="budget"}`) >= 1 && allocateCode(t, n.udp) == 486
+		})
+	}
+	if got := nodes[0].metricValue(t, `ferry_byte_budget_users_over_total`); got != 1 {
+		t.Fatalf("n1 found %v users over, want 1", got)
+	}
+	if got := nodes[0].metricValue(t, `ferry_allocations_refused_total{reason="budget"}`); got < 1 {
+		t.Fatalf("n1 counted %v refusals for the budget", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/ferryrtc/ferry/admin"
 	"github.com/ferryrtc/ferry/config"
 	"github.com/ferryrtc/ferry/dataplane"
+	"github.com/ferryrtc/ferry/engine"
 	"github.com/ferryrtc/ferry/internal/netwatch"
 	"github.com/ferryrtc/ferry/listen"
 	"github.com/ferryrtc/ferry/metrics"
@@ -72,12 +73,16 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 	opts.Loops = loops
 	opts.Log = log
 	usage := newUsageRecords(cfg)
-	opts.Usage = usage.ended
 	client, nodeID, err := dialCluster(cfg, log)
 	if err != nil {
 		set.Close()
 		closeNAT(nat)
 		return nil, err
+	}
+	budget := newByteBudget(cfg, client, log)
+	opts.Usage = func(info engine.AllocationInfo) {
+		usage.ended(info)
+		budget.allocationEnded(info)
 	}
 	var srv *dataplane.Server
 	quota := newUserQuota(cfg, client, nodeID, &srv, log)
@@ -118,6 +123,7 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		}
 		return nil, &exitError{code: 2, err: err}
 	}
+	budget.start(srv, log)
 	var ts turnServer = withFastPath{Server: srv, fp: fp}
 	var cm metrics.Cluster
 	var cq metrics.ClusterQuota
@@ -128,9 +134,13 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		ts = withCluster{ts, node}
 		cm = node.reg
 	}
-	ts = withUsage{ts, usage}
+	ts = withUsage{ts, usage, budget}
 	st.onCredentials = srv.SetCredentials
 	go followAddresses(ctx, cfg, relay4, relay6, bound, srv, log)
+	var bm metrics.ByteBudget
+	if budget != nil {
+		bm = budget
+	}
 	var fpm metrics.FastPath
 	if fp != nil {
 		fpm = fp
@@ -143,6 +153,7 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		FastPathChannels:  srv.FastPathChannels,
 		Cluster:           cm,
 		ClusterQuota:      cq,
+		ByteBudget:        bm,
 	}, log)
 	return &started{
 		srv:     ts,

@@ -119,14 +119,17 @@ func (u *usageRecords) stop() {
 }
 
 // withUsage is the TURN server whose usage records are flushed after it
-// closes (the allocations it ends then are recorded too).
+// closes (the allocations it ends then are recorded too), and whose byte
+// budget rounds end then.
 type withUsage struct {
 	turnServer
-	u *usageRecords
+	u      *usageRecords
+	budget *byteBudget
 }
 
 func (w withUsage) Close() error {
 	err := w.turnServer.Close()
+	w.budget.stop()
 	w.u.stop()
 	return err
 }

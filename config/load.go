@@ -57,6 +57,8 @@ var flagKeys = []struct {
 	{"quota-max-lifetime", "quota.max-lifetime", "longest allocation LIFETIME a client may ask for (1m to 1h)"},
 	{"quota-allocation-bandwidth", "quota.allocation-bandwidth", "relayed bytes per second per allocation and direction (0: unlimited)"},
 	{"quota-user-bandwidth", "quota.user-bandwidth", "relayed bytes per second per user and direction (0: unlimited)"},
+	{"quota-user-bytes", "quota.user-bytes", "bytes one user may relay per quota.user-bytes-period, on every node together (0: unlimited)"},
+	{"quota-user-bytes-period", "quota.user-bytes-period", "the period of quota.user-bytes, from the Unix epoch (24h: each UTC day)"},
 	{"cluster-redis", "cluster.redis", "Redis URL that joins this node to a cluster: redis://[user:password@]host:port/db, rediss:// for TLS (empty: a single node)"},
 	{"cluster-key-prefix", "cluster.key-prefix", "prefix of every Redis key ferry writes"},
 	{"cluster-node-id", "cluster.node-id", "this node's name in the cluster (default: the host name)"},

@@ -27,6 +27,12 @@ type Quota struct {
 	// direction separately.
 	AllocationBandwidth int `mapstructure:"allocation-bandwidth"`
 	UserBandwidth       int `mapstructure:"user-bandwidth"`
+	// UserBytes caps the bytes one user relays per UserBytesPeriod (both
+	// directions, every allocation, every node of a cluster); past it
+	// the user's allocations are closed and Allocate gets 486 until the
+	// next period.
+	UserBytes       int           `mapstructure:"user-bytes"`
+	UserBytesPeriod time.Duration `mapstructure:"user-bytes-period"`
 }
 
 // Limits are the abuse limits applied per client IP address before any
@@ -60,7 +66,7 @@ type Limits struct {
 
 // defaultQuota and defaultLimits are the embedded defaults.
 func defaultQuota() Quota {
-	return Quota{UserAllocations: 64, Permissions: 128, Channels: 128, MaxLifetime: time.Hour}
+	return Quota{UserAllocations: 64, Permissions: 128, Channels: 128, MaxLifetime: time.Hour, UserBytesPeriod: 24 * time.Hour}
 }
 
 func defaultLimits() Limits {
@@ -116,6 +122,12 @@ func (c *Config) validateQuota(add func(string, error)) {
 		if v.n < 0 || v.n > 0 && v.n < 1000 {
 			add(v.key, fmt.Errorf("%d bytes/s is out of range; use 0 (unlimited) or at least 1000 (e.g. 250000 for 2 Mbit/s)", v.n))
 		}
+	}
+	if n := c.Quota.UserBytes; n < 0 || n > 0 && n < 1_000_000 {
+		add("quota.user-bytes", fmt.Errorf("%d bytes is out of range; use 0 (unlimited) or at least 1000000 (e.g. 10000000000 for 10 GB)", n))
+	}
+	if d := c.Quota.UserBytesPeriod; d < time.Minute || d > 744*time.Hour || d%time.Minute != 0 {
+		add("quota.user-bytes-period", fmt.Errorf("%s is out of range; use whole minutes from 1m to 744h (31 days)", d))
 	}
 	if c.Limits.TrackedIPs < 1 || c.Limits.TrackedIPs > 1<<24 {
 		add("limits.tracked-ips", fmt.Errorf("%d is out of range; use 1 to 16777216", c.Limits.TrackedIPs))

@@ -17,7 +17,7 @@ func TestValidateQuotaAndLimits(t *testing.T) {
 	}{
 		{name: "defaults", edit: func(*Config) {}},
 		{name: "all unlimited", edit: func(c *Config) {
-			c.Quota = Quota{MaxLifetime: time.Hour}
+			c.Quota = Quota{MaxLifetime: time.Hour, UserBytesPeriod: time.Hour}
 			c.Limits = Limits{TrackedIPs: 1, NonceLifetime: time.Hour}
 		}},
 		{name: "negative user quota", edit: func(c *Config) { c.Quota.UserAllocations = -1 }, key: "quota.user-allocations", msg: "out of range"},
@@ -29,6 +29,9 @@ func TestValidateQuotaAndLimits(t *testing.T) {
 		{name: "lifetime below default", edit: func(c *Config) { c.Quota.MaxLifetime = 5 * time.Minute }, key: "quota.max-lifetime", msg: "allocation-lifetime"},
 		{name: "tiny bandwidth", edit: func(c *Config) { c.Quota.AllocationBandwidth = 10 }, key: "quota.allocation-bandwidth", msg: "at least 1000"},
 		{name: "negative user bandwidth", edit: func(c *Config) { c.Quota.UserBandwidth = -1 }, key: "quota.user-bandwidth"},
+		{name: "tiny byte budget", edit: func(c *Config) { c.Quota.UserBytes = 5000 }, key: "quota.user-bytes", msg: "at least 1000000"},
+		{name: "byte budget period of seconds", edit: func(c *Config) { c.Quota.UserBytesPeriod = 90 * time.Second }, key: "quota.user-bytes-period", msg: "whole minutes"},
+		{name: "byte budget period too long", edit: func(c *Config) { c.Quota.UserBytesPeriod = 800 * time.Hour }, key: "quota.user-bytes-period", msg: "744h"},
 		{name: "negative rate", edit: func(c *Config) { c.Limits.AllocateRate = -1 }, key: "limits.allocate-rate"},
 		{name: "rate without burst", edit: func(c *Config) { c.Limits.AllocateBurst = 0 }, key: "limits.allocate-burst", msg: "1 to"},
 		{name: "failure rate without burst", edit: func(c *Config) { c.Limits.AuthFailureBurst = 0 }, key: "limits.auth-failure-burst"},
@@ -67,17 +70,18 @@ func TestQuotaFromFileEnvFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs := newFlags(t)
-	if err := fs.Parse([]string{"--quota-allocation-bandwidth", "250000", "--limits-nonce-lifetime", "5m"}); err != nil {
+	if err := fs.Parse([]string{"--quota-allocation-bandwidth", "250000", "--limits-nonce-lifetime", "5m", "--quota-user-bytes", "5000000000"}); err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := Load(path, fs, []string{"FERRY_LIMITS_ALLOCATE_RATE=120", "FERRY_QUOTA_CHANNELS=16"})
+	c, _, err := Load(path, fs, []string{"FERRY_LIMITS_ALLOCATE_RATE=120", "FERRY_QUOTA_CHANNELS=16", "FERRY_QUOTA_USER_BYTES_PERIOD=1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	want := Quota{UserAllocations: 5, Permissions: 128, Channels: 16, MaxLifetime: 20 * time.Minute, AllocationBandwidth: 250000}
+	want := Quota{UserAllocations: 5, Permissions: 128, Channels: 16, MaxLifetime: 20 * time.Minute, AllocationBandwidth: 250000,
+		UserBytes: 5_000_000_000, UserBytesPeriod: time.Hour}
 	if c.Quota != want {
 		t.Errorf("quota %+v, want %+v", c.Quota, want)
 	}

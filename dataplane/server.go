@@ -376,6 +376,21 @@ func (s *Server) SetRevocations(r *engine.Revocations) int {
 	return int(n.Load())
 }
 
+// SetOverBudget puts the users whose byte budget is spent in force and
+// closes their live allocations; it returns how many.
+func (s *Server) SetOverBudget(users map[string]bool) int {
+	s.sh.SetOverBudget(users)
+	if len(users) == 0 {
+		return 0
+	}
+	var n atomic.Int64
+	s.each(func(l *loop) {
+		n.Add(int64(l.eng.CloseOverBudget(&l.out, time.Now())))
+		l.flush()
+	})
+	return int(n.Load())
+}
+
 // each runs fn on every loop and waits.
 func (s *Server) each(fn func(*loop)) {
 	var wg sync.WaitGroup

@@ -154,6 +154,10 @@ func (e *Engine) allocate(out *Output, c *Client, m *stunwire.Message, r authRes
 		refuse(508, RefusedDraining)
 		return
 	}
+	if e.sh.overBudgetUser(r.cred.User) {
+		refuse(486, RefusedBudget)
+		return
+	}
 	var res *reservation
 	if hasToken {
 		var tok [8]byte

@@ -31,6 +31,8 @@ type Shared struct {
 	revocations atomic.Pointer[Revocations]
 	// clusterQuota: Allocates ask the cluster about the user's quota.
 	clusterQuota atomic.Bool
+	// overBudget are the quota users whose byte budget is spent.
+	overBudget atomic.Pointer[map[string]bool]
 	nonceKey     atomic.Pointer[[]byte]
 
 	unauthRate, failRate ratelimit.Rate

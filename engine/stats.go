@@ -36,11 +36,12 @@ const (
 	EndClient          // the client released it (Refresh 0) or closed its connection
 	EndAdmin           // closed through the admin API
 	EndShutdown        // ferry shut down or finished draining
+	EndBudget          // its user's byte budget for the period was spent
 	numEnds
 )
 
 // EndReasons names the end reasons in the order of the constants.
-func EndReasons() []string { return []string{"expired", "client", "admin", "shutdown"} }
+func EndReasons() []string { return []string{"expired", "client", "admin", "shutdown", "budget"} }
 
 // Why an Allocate was refused.
 const (
@@ -50,12 +51,13 @@ const (
 	RefusedCapacity          // no relay port, or the server-wide quota (508)
 	RefusedDraining          // draining (508)
 	RefusedRedirected        // draining or full, sent to another node (300)
+	RefusedBudget            // the user's byte budget for the period is spent (486)
 	numRefused
 )
 
 // RefusedReasons names the refusal reasons in the order of the constants.
 func RefusedReasons() []string {
-	return []string{"auth", "quota", "policy", "capacity", "draining", "redirected"}
+	return []string{"auth", "quota", "policy", "capacity", "draining", "redirected", "budget"}
 }
 
 // Authenticated methods, for counting refused credentials.

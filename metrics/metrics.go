@@ -48,6 +48,8 @@ type Source struct {
 	Cluster Cluster
 	// ClusterQuota is the cluster-wide user quota; nil without one.
 	ClusterQuota ClusterQuota
+	// ByteBudget is the per-user byte budget; nil without one.
+	ByteBudget ByteBudget
 }
 
 // New builds the private registry: the Go and process collectors and one
@@ -65,6 +67,7 @@ func New(src Source, log *slog.Logger) *Metrics {
 		newEngineCollector(src),
 		newFastPathCollector(src),
 		newClusterCollector(src.Cluster, src.ClusterQuota),
+		newBudgetCollector(src.ByteBudget),
 	)
 	return m
 }
@@ -93,7 +96,7 @@ func newEngineCollector(src Source) *engineCollector {
 			"Live allocations, by client transport and relay address family.", []string{"transport", "family"}, nil),
 		created: prometheus.NewDesc("ferry_allocations_created_total",
 			"Allocations created, by client transport and relay address family.", []string{"transport", "family"}, nil),
-		ended: prometheus.NewDesc("ferry_allocations_ended_total", "Allocations ended, by reason: expired (lifetime ran out), client (released by the client with Refresh 0, or its connection closed), admin (closed through the admin API), shutdown (ferry stopped or finished draining).", []string{"reason"}, nil),
+		ended: prometheus.NewDesc("ferry_allocations_ended_total", "Allocations ended, by reason: expired (lifetime ran out), client (released by the client with Refresh 0, or its connection closed), admin (closed through the admin API), shutdown (ferry stopped or finished draining), budget (the user's byte budget for the period was spent).", []string{"reason"}, nil),
 		packets: prometheus.NewDesc("ferry_relay_packets_total",
 			"Packets relayed, by direction: to_peer (client to peer) or from_peer (peer to client). RFC 6062 TCP relays count reads and writes.",
 			[]string{"direction"}, nil),
@@ -109,7 +112,7 @@ func newEngineCollector(src Source) *engineCollector {
 		authFailures: prometheus.NewDesc("ferry_auth_failures_total",
 			"Requests whose credential was refused (answered 401), by STUN method.", []string{"method"}, nil),
 		refused: prometheus.NewDesc("ferry_allocations_refused_total",
-			"Allocate requests refused, by reason: auth (credential refused), quota (486), policy (an address family, transport or attribute ferry does not offer), capacity (no relay port or the server-wide quota, 508), draining (508 while draining).",
+			"Allocate requests refused, by reason: auth (credential refused), quota (486), policy (an address family, transport or attribute ferry does not offer), capacity (no relay port or the server-wide quota, 508), draining (508 while draining), redirected (300 Try Alternate to another node), budget (the user's byte budget for the period is spent, 486).",
 			[]string{"reason"}, nil),
 		peerDenied: prometheus.NewDesc("ferry_relay_peer_denials_total",
 			"Peers refused by the peer address policy in CreatePermission, ChannelBind and Connect (403), by reason.", []string{"reason"}, nil),
