@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryrtc/ferry/cluster"
 	"github.com/ferryrtc/ferry/engine"
 )
 
@@ -31,6 +33,9 @@ type Options struct {
 	// MaxTTL is auth.max-ttl: how long a user's revocation must last for
 	// every credential minted before it to have expired.
 	MaxTTL time.Duration
+	// Cluster answers ?scope=cluster across every node; nil: no cluster
+	// (that scope answers 400).
+	Cluster Cluster
 	// Log receives one line per state-changing call; nil discards.
 	Log *slog.Logger
 }
@@ -46,15 +51,36 @@ type Table interface {
 	CloseUser(user string) int
 }
 
-// AllocationList is the body of GET /v1/admin/allocations.
-type AllocationList struct {
-	Count       int                     `json:"count"`
-	Allocations []engine.AllocationInfo `json:"allocations"`
+// Cluster runs admin calls on every node of the cluster
+// (*cluster.Admin).
+type Cluster interface {
+	List(ctx context.Context) (cluster.ClusterAnswer, error)
+	CloseUser(ctx context.Context, user string) (cluster.ClusterAnswer, error)
 }
 
-// Closed is the body of the DELETE calls.
+// AllocationList is the body of GET /v1/admin/allocations.
+type AllocationList struct {
+	Count       int          `json:"count"`
+	Allocations []Allocation `json:"allocations"`
+	// Nodes counts each node's allocations and Missing names the live
+	// nodes that did not answer in time (?scope=cluster only).
+	Nodes   map[string]int `json:"nodes,omitempty"`
+	Missing []string       `json:"missing,omitempty"`
+}
+
+// Allocation is one listed allocation; Node names its node
+// (?scope=cluster only).
+type Allocation struct {
+	Node string `json:"node,omitempty"`
+	engine.AllocationInfo
+}
+
+// Closed is the body of the DELETE calls; Nodes and Missing as in
+// AllocationList.
 type Closed struct {
-	Closed int `json:"closed"`
+	Closed  int            `json:"closed"`
+	Nodes   map[string]int `json:"nodes,omitempty"`
+	Missing []string       `json:"missing,omitempty"`
 }
 
 // Handler serves the admin API. Its token can be replaced while it serves
@@ -62,6 +88,7 @@ type Closed struct {
 type Handler struct {
 	tokenHash atomic.Pointer[[sha256.Size]byte] // nil: the API is turned off
 	table     Table
+	cluster   Cluster
 	revoker   Revoker
 	maxTTL    time.Duration
 	log       *slog.Logger
@@ -80,7 +107,7 @@ func New(o Options) (*Handler, error) {
 	if o.MaxTTL <= 0 {
 		o.MaxTTL = 24 * time.Hour
 	}
-	h := &Handler{table: o.Table, revoker: o.Revoker, maxTTL: o.MaxTTL, log: o.Log, mux: http.NewServeMux()}
+	h := &Handler{table: o.Table, cluster: o.Cluster, revoker: o.Revoker, maxTTL: o.MaxTTL, log: o.Log, mux: http.NewServeMux()}
 	h.SetToken(o.Token)
 	h.mux.HandleFunc("GET "+Prefix+"allocations", h.list)
 	h.mux.HandleFunc("DELETE "+Prefix+"allocations/{relay}", h.closeOne)
@@ -133,12 +160,50 @@ func authorized(r *http.Request, want *[sha256.Size]byte) bool {
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
-func (h *Handler) list(w http.ResponseWriter, _ *http.Request) {
-	all := h.table.List()
-	if all == nil {
-		all = []engine.AllocationInfo{}
+// clusterScope reads ?scope=: false for this node (absent or "node"),
+// true for the cluster; false and an answer written when it cannot be.
+func (h *Handler) clusterScope(w http.ResponseWriter, r *http.Request) (cluster, ok bool) {
+	switch s := r.URL.Query().Get("scope"); s {
+	case "", "node":
+		return false, true
+	case "cluster":
+		if h.cluster == nil {
+			writeError(w, http.StatusBadRequest, "scope=cluster needs a cluster (cluster.redis); this node is alone")
+			return false, false
+		}
+		return true, true
+	default:
+		writeError(w, http.StatusBadRequest, "scope "+quote(s)+" is not node or cluster")
+		return false, false
 	}
-	writeJSON(w, http.StatusOK, AllocationList{Count: len(all), Allocations: all})
+}
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	all, ok := h.clusterScope(w, r)
+	if !ok {
+		return
+	}
+	out := AllocationList{Allocations: []Allocation{}}
+	if all {
+		ans, err := h.cluster.List(r.Context())
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		out.Nodes, out.Missing = map[string]int{}, ans.Missing
+		for _, n := range ans.Nodes {
+			out.Nodes[n.Node] = len(n.Allocations)
+			for _, a := range n.Allocations {
+				out.Allocations = append(out.Allocations, Allocation{Node: n.Node, AllocationInfo: a})
+			}
+		}
+	} else {
+		for _, a := range h.table.List() {
+			out.Allocations = append(out.Allocations, Allocation{AllocationInfo: a})
+		}
+	}
+	out.Count = len(out.Allocations)
+	writeJSON(w, http.StatusOK, out)
 }
 
 // closeOne closes the allocation with relay address {relay}, IP:PORT as
@@ -170,6 +235,25 @@ func (h *Handler) closeOne(w http.ResponseWriter, r *http.Request) {
 // closeUser closes every allocation of {user}; 0 closed is not an error.
 func (h *Handler) closeUser(w http.ResponseWriter, r *http.Request) {
 	user := r.PathValue("user")
+	all, ok := h.clusterScope(w, r)
+	if !ok {
+		return
+	}
+	if all {
+		ans, err := h.cluster.CloseUser(r.Context(), user)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		out := Closed{Nodes: map[string]int{}, Missing: ans.Missing}
+		for _, n := range ans.Nodes {
+			out.Nodes[n.Node] = n.Closed
+			out.Closed += n.Closed
+		}
+		h.log.Info("admin: user's allocations closed across the cluster", "user", user, "closed", out.Closed, "missing", ans.Missing, "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
 	n := h.table.CloseUser(user)
 	h.log.Info("admin: user's allocations closed", "user", user, "closed", n, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, Closed{Closed: n})

@@ -325,6 +325,17 @@ func openRevocations(node *clusterNode, prefix string, srv *dataplane.Server, lo
 	return revs
 }
 
+// admin answers the cluster's admin requests from srv's table while the
+// node lives, and returns what makes them.
+func (n *clusterNode) admin(prefix string, srv *dataplane.Server, log *slog.Logger) *cluster.Admin {
+	a := cluster.NewAdmin(cluster.AdminOptions{
+		Client: n.client, Prefix: prefix, Node: n.id,
+		List: srv.List, CloseUser: srv.CloseUser, Nodes: n.reg.Nodes, Log: log,
+	})
+	n.done.Go(func() { a.Run(n.ctx) })
+	return a
+}
+
 // newUserQuota returns the cluster-wide per-user allocation quota of cfg,
 // or nil without a cluster or a per-user quota. Its resync reads srv,
 // which *srv holds by the time it runs.

@@ -504,3 +504,69 @@ func TestServeByteBudgetAcrossNodes(t *testing.T) {
 		t.Fatalf("n1 counted %v refusals for the budget", got)
 	}
 }
+
+// TestServeAdminAcrossNodes: any node lists every node's allocations and
+// closes a user's allocations on all of them (?scope=cluster).
+func TestServeAdminAcrossNodes(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	node := func(id string) *servingFerry {
+		return startServing(t, 10*time.Second, fmt.Sprintf("cluster:\n  redis: %s\n  node-id: %s\n  key-prefix: 'admin:'\n", rs.URL(), id))
+	}
+	nodes := []*servingFerry{node("n1"), node("n2"), node("n3")}
+	testutil.WaitFor(t, 5*time.Second, "all three registered", func() bool {
+		return nodes[2].metricValue(t, `ferry_cluster_nodes{state="ready"}`) == 3
+	})
+	for _, n := range []*servingFerry{nodes[0], nodes[1], nodes[1]} {
+		if _, err := n.turnClient(t).Allocate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var list struct {
+		Count       int            `json:"count"`
+		Nodes       map[string]int `json:"nodes"`
+		Missing     []string       `json:"missing"`
+		Allocations []struct {
+			Node  string `json:"node"`
+			User  string `json:"user"`
+			Relay string `json:"relay"`
+		} `json:"allocations"`
+	}
+	code, body := nodes[2].get(t, "/v1/admin/allocations?scope=cluster")
+	if code != 200 {
+		t.Fatalf("GET ?scope=cluster: %d %s", code, body)
+	}
+	if err := json.Unmarshal([]byte(body), &list); err != nil {
+		t.Fatal(err)
+	}
+	if list.Count != 3 || list.Nodes["n1"] != 1 || list.Nodes["n2"] != 2 || list.Nodes["n3"] != 0 || len(list.Missing) != 0 {
+		t.Fatalf("cluster list %s", body)
+	}
+	for _, a := range list.Allocations {
+		if a.User != drainUser || a.Node == "" || a.Relay == "" {
+			t.Fatalf("allocation %+v in %s", a, body)
+		}
+	}
+	if code, body := nodes[2].get(t, "/v1/admin/allocations?scope=galaxy"); code != 400 || !strings.Contains(body, "not node or cluster") {
+		t.Fatalf("bad scope: %d %s", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, nodes[2].http+"/v1/admin/users/"+drainUser+"/allocations?scope=cluster", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var closed struct {
+		Closed int            `json:"closed"`
+		Nodes  map[string]int `json:"nodes"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&closed)
+	_ = res.Body.Close()
+	if err != nil || res.StatusCode != 200 || closed.Closed != 3 || closed.Nodes["n2"] != 2 {
+		t.Fatalf("DELETE ?scope=cluster: %d %+v %v", res.StatusCode, closed, err)
+	}
+	for _, n := range nodes[:2] {
+		if code, body := n.get(t, "/v1/admin/allocations"); code != 200 || !strings.Contains(body, `"count": 0`) {
+			t.Fatalf("%s after the cluster-wide close: %d %s", n.http, code, body)
+		}
+	}
+}

@@ -115,6 +115,10 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		return nil, err
 	}
 	revs := openRevocations(node, cfg.Cluster.KeyPrefix, srv, log)
+	var clusterAdmin admin.Cluster
+	if node != nil {
+		clusterAdmin = node.admin(cfg.Cluster.KeyPrefix, srv, log)
+	}
 	if err := usage.start(cfg, srv, log); err != nil {
 		node.leave()
 		_ = srv.Close()
@@ -161,7 +165,7 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		bound:   bound,
 		metrics: m.Handler(),
 		admin: func(cfg config.Config, log *slog.Logger) (*admin.Handler, error) {
-			return admin.New(admin.Options{Token: cfg.HTTP.AdminToken, Table: srv, Revoker: revs, MaxTTL: cfg.Auth.MaxTTL, Log: log})
+			return admin.New(admin.Options{Token: cfg.HTTP.AdminToken, Table: srv, Cluster: clusterAdmin, Revoker: revs, MaxTTL: cfg.Auth.MaxTTL, Log: log})
 		},
 	}, nil
 }
