@@ -67,6 +67,7 @@ func (f family) maxFromPeer() int { return mtu - f.ipHeader - 8 - 4 }
 // clients and peers, joined by a veth pair (fp0 in F, lab0 in L).
 type lab struct {
 	t     *testing.T
+	mode  string
 	f, l  string
 	ferry *testutil.Process
 	http  *http.Client
@@ -86,7 +87,7 @@ func newLab(t *testing.T, mode string) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := &lab{t: t, f: testutil.NewNetns(t, nsPrefix, "f"), l: testutil.NewNetns(t, nsPrefix, "l")}
+	lb := &lab{t: t, mode: mode, f: testutil.NewNetns(t, nsPrefix, "f"), l: testutil.NewNetns(t, nsPrefix, "l")}
 	testutil.MustRun(t, "ip", "link", "add", "fp0", "netns", lb.f, "type", "veth", "peer", "name", "lab0", "netns", lb.l)
 	for _, fam := range families {
 		add := func(ns, dev string, a netip.Addr) {
