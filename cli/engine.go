@@ -158,6 +158,8 @@ func start(ctx context.Context, cfg config.Config, ls []config.Listener, certs *
 		Cluster:           cm,
 		ClusterQuota:      cq,
 		ByteBudget:        bm,
+
+		ProxyProtocolRejected: srv.ProxyProtocolRejected,
 	}, log)
 	return &started{
 		srv:     ts,

@@ -256,8 +256,9 @@ func (st *runtimeState) reload(cmd *cobra.Command, e *env, log *slog.Logger) {
 	log.Info("configuration reloaded", attrs...)
 	if fmt.Sprint(cfg.Listen) != fmt.Sprint(st.cfg.Listen) || fmt.Sprint(cfg.Relay) != fmt.Sprint(st.cfg.Relay) ||
 		cfg.Realm != st.cfg.Realm || cfg.HTTP.Listen != st.cfg.HTTP.Listen ||
-		cfg.Quota != st.cfg.Quota || cfg.Limits != st.cfg.Limits {
-		log.Warn("listen, relay, realm, quota, limits and http.listen changes take effect only after a restart")
+		cfg.Quota != st.cfg.Quota || cfg.Limits != st.cfg.Limits ||
+		fmt.Sprint(cfg.ProxyProtocol) != fmt.Sprint(st.cfg.ProxyProtocol) {
+		log.Warn("listen, relay, realm, quota, limits, proxy-protocol and http.listen changes take effect only after a restart")
 	}
 }
 

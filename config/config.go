@@ -52,6 +52,10 @@ type Config struct {
 	// Usage configures usage records: see cluster.go.
 	Usage Usage `mapstructure:"usage"`
 
+	// ProxyProtocol lists the load balancers whose PROXY protocol headers
+	// are believed: see proxy.go.
+	ProxyProtocol ProxyProtocol `mapstructure:"proxy-protocol"`
+
 	// DrainTimeout is how long SIGTERM lets existing allocations keep
 	// relaying (new ones refused, /readyz failing) before ferry exits; 0
 	// exits at once.
@@ -214,6 +218,10 @@ const (
 type Listener struct {
 	Transport Transport
 	Addr      netip.AddrPort
+	// ProxyProtocol: every connection starts with a PROXY protocol v2
+	// header from a trusted proxy ("?proxy-protocol=v2"; tcp and tls
+	// only).
+	ProxyProtocol bool
 }
 
 // Network returns the Go network name for the socket ("udp4", "tcp6", ...).
@@ -229,10 +237,16 @@ func (l Listener) Network() string {
 }
 
 // String returns the listener as a URL.
-func (l Listener) String() string { return string(l.Transport) + "://" + l.Addr.String() }
+func (l Listener) String() string {
+	s := string(l.Transport) + "://" + l.Addr.String()
+	if l.ProxyProtocol {
+		s += "?" + proxyProtocolOption + "=" + proxyProtocolV2
+	}
+	return s
+}
 
-// ParseListener parses a listen URL such as "udp://127.0.0.1:3478" or
-// "tls://[::]:5349".
+// ParseListener parses a listen URL such as "udp://127.0.0.1:3478",
+// "tls://[::]:5349" or "tcp://0.0.0.0:3478?proxy-protocol=v2".
 func ParseListener(s string) (Listener, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
@@ -244,8 +258,12 @@ func ParseListener(s string) (Listener, error) {
 	default:
 		return Listener{}, fmt.Errorf("%q: unknown transport %q; use udp, tcp, tls or dtls", s, u.Scheme)
 	}
-	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-		return Listener{}, fmt.Errorf("%q: a listener URL takes no path or query", s)
+	if u.Path != "" && u.Path != "/" {
+		return Listener{}, fmt.Errorf("%q: a listener URL takes no path", s)
+	}
+	proxy, err := parseListenerOptions(s, t, u.RawQuery)
+	if err != nil {
+		return Listener{}, err
 	}
 	host, port := u.Hostname(), u.Port()
 	if port == "" {
@@ -262,7 +280,7 @@ func ParseListener(s string) (Listener, error) {
 	if err != nil {
 		return Listener{}, fmt.Errorf("%q: port %q is not a port from 1 to 65535 (0 picks a free one)", s, port)
 	}
-	return Listener{Transport: t, Addr: netip.AddrPortFrom(ip.Unmap(), uint16(p))}, nil
+	return Listener{Transport: t, Addr: netip.AddrPortFrom(ip.Unmap(), uint16(p)), ProxyProtocol: proxy}, nil
 }
 
 // Listeners parses every listen URL.
@@ -408,6 +426,7 @@ func (c *Config) Validate() error {
 		add("udp-sockets", fmt.Errorf("%d is out of range; use 0 (half the CPUs) to 255", c.UDPSockets))
 	}
 	c.validateAlt(ls, add)
+	c.validateProxyProtocol(ls, add)
 	switch {
 	case needTLS && c.TLS.Cert == "":
 		add("tls.cert", errors.New("a tls:// or dtls:// listener needs a certificate; set tls.cert (--tls-cert)"))

@@ -56,6 +56,8 @@ func FuzzParseListener(f *testing.F) {
 		"UDP://1.2.3.4:1", "udp://[fe80::1%eth0]:3478", "udp://[::ffff:1.2.3.4]:9",
 		"udp://host:1", "ftp://1.2.3.4:1", "udp://1.2.3.4:99999", "udp://1.2.3.4:1/path",
 		"udp://1.2.3.4:1?q", "udp:1.2.3.4", "", "://", "udp://:3478", "udp://[::1",
+		"tcp://1.2.3.4:1?proxy-protocol=v2", "tls://[::]:5349?proxy-protocol=V2", "udp://1.2.3.4:1?proxy-protocol=v2",
+		"tcp://1.2.3.4:1?proxy-protocol=v2&x=1", "tcp://1.2.3.4:1?proxy-protocol=v1",
 	} {
 		f.Add(s)
 	}

@@ -34,6 +34,10 @@ func OptionsFrom(cfg config.Config, relay4, relay6 netip.Addr, self []netip.Addr
 	if err != nil {
 		return Options{}, err
 	}
+	trusted, err := cfg.ProxyProtocol.TrustedProxies()
+	if err != nil {
+		return Options{}, fmt.Errorf("proxy-protocol.trusted: %w", err)
+	}
 	q, lim := cfg.Quota, cfg.Limits
 	return Options{
 		Engine: engine.Config{
@@ -62,9 +66,10 @@ func OptionsFrom(cfg config.Config, relay4, relay6 netip.Addr, self []netip.Addr
 			MaxIdleConnections:      maxIdleConnections,
 			MaxIdleConnectionsPerIP: maxIdleConnectionsPerIP,
 		},
-		Policy:  pol,
-		RelayV4: relay4,
-		RelayV6: relay6,
+		Policy:       pol,
+		RelayV4:      relay4,
+		RelayV6:      relay6,
+		ProxyTrusted: trusted,
 	}, nil
 }
 

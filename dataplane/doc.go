@@ -17,7 +17,10 @@
 //
 // TCP, TLS and DTLS client connections have a reader goroutine (handshake,
 // framing) and a writer goroutine each; their frames reach their loop
-// through its inbox. RFC 6062 TCP relays listen and dial with goroutines,
+// through its inbox. On a PROXY protocol listener a connection is
+// registered only once its header is read (in a goroutine of its own, from
+// a trusted proxy only, before TLS), as the client the header names.
+// RFC 6062 TCP relays listen and dial with goroutines,
 // and a bound data connection is copied by two goroutines, counted in the
 // allocation's Traffic and paced by its Shaper.
 package dataplane

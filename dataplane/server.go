@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,13 @@ type Options struct {
 	Loops int
 	// HandshakeTimeout bounds a TLS or DTLS handshake; 0 means 10 s.
 	HandshakeTimeout time.Duration
+	// ProxyTrusted are the peers whose PROXY protocol headers are believed
+	// on StreamListeners with ProxyProtocol (proxy-protocol.trusted); a
+	// connection from anyone else is closed unread.
+	ProxyTrusted []netip.Prefix
+	// ProxyHeaderTimeout bounds the wait for a PROXY protocol header
+	// (default 5s).
+	ProxyHeaderTimeout time.Duration
 	// Offload, if set, is the kernel fast path the engine hands
 	// channel-bound UDP traffic to.
 	Offload Offloader
@@ -52,6 +60,13 @@ type Options struct {
 type StreamListener struct {
 	Listener  net.Listener
 	Transport engine.Transport
+	// ProxyProtocol: each connection starts with a PROXY protocol v2
+	// header (listen.Stream.ProxyProtocol), whose source address is the
+	// client's when the peer is one of Options.ProxyTrusted.
+	ProxyProtocol bool
+	// TLS, with ProxyProtocol, wraps each connection in TLS after the
+	// header: Listener is then plain TCP (listen.Stream.TLS).
+	TLS *tls.Config
 }
 
 // NATSockets are one primary UDP listener's RFC 5780 alternate sockets:
@@ -115,7 +130,8 @@ type Server struct {
 	peers   map[uint32]*peerConn
 
 	counters counters
-	gso      bool // the kernel takes UDP_SEGMENT
+	proxy    proxyState // PROXY protocol admissions (proxy.go)
+	gso      bool       // the kernel takes UDP_SEGMENT
 	wg       sync.WaitGroup
 	closing  atomic.Bool
 
@@ -428,6 +444,7 @@ func (s *Server) Close() error {
 		for _, sl := range s.streamLs {
 			_ = sl.Listener.Close()
 		}
+		s.proxy.closeAll()
 		s.each(func(l *loop) {
 			l.eng.CloseAll(&l.out, time.Now())
 			l.flush()

@@ -18,7 +18,7 @@ func SocketsFrom(set listen.Set, nat []NATSockets) Sockets {
 		case config.DTLS:
 			t = engine.DTLS
 		}
-		s.Stream = append(s.Stream, StreamListener{Listener: st.Listener, Transport: t})
+		s.Stream = append(s.Stream, StreamListener{Listener: st.Listener, Transport: t, ProxyProtocol: st.ProxyProtocol, TLS: st.TLS})
 	}
 	return s
 }

@@ -83,7 +83,11 @@ func (s *Server) accept(sl StreamListener) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		s.startStream(c, sl.Transport)
+		if sl.ProxyProtocol {
+			s.admitProxied(c, sl) // the header is read in a goroutine of its own
+			continue
+		}
+		s.startStream(c, sl.Transport, addrPortOf(c.RemoteAddr()))
 	}
 }
 
@@ -100,16 +104,17 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// startStream registers a new client connection with a loop and starts
-// its goroutines.
-func (s *Server) startStream(c net.Conn, t engine.Transport) {
+// startStream registers a new client connection from remote (its peer, or
+// the client a trusted proxy's PROXY protocol header names) with a loop and
+// starts its goroutines.
+func (s *Server) startStream(c net.Conn, t engine.Transport, remote netip.AddrPort) {
 	id := engine.SocketID(streamIDBase | s.nextConn.Add(1)&(streamIDBase-1))
 	sc := &streamConn{
 		srv:  s,
 		id:   id,
 		conn: c,
 		client: engine.Client{Transport: t, Socket: id,
-			Local: addrPortOf(c.LocalAddr()), Remote: addrPortOf(c.RemoteAddr())},
+			Local: addrPortOf(c.LocalAddr()), Remote: remote},
 		datagram: t == engine.DTLS,
 		tx:       make(chan *[]byte, writeQueueLen),
 		credits:  make(chan struct{}, frameCredits),

@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/netip"
@@ -13,6 +14,15 @@ import (
 type Stream struct {
 	Listener  net.Listener
 	Transport config.Transport
+	// ProxyProtocol: every connection starts with a PROXY protocol v2
+	// header, to be read before anything else.
+	ProxyProtocol bool
+	// TLS is set on a tls:// listener with ProxyProtocol: Listener is then
+	// the plain TCP listener, since the header comes before the TLS
+	// handshake, and each connection is wrapped in TLS with this
+	// configuration once the header is read. Otherwise a tls:// Listener
+	// does TLS itself.
+	TLS *tls.Config
 }
 
 // Set is every client-facing socket of a server.
@@ -56,16 +66,20 @@ func Open(ctx context.Context, ls []config.Listener, certs *Certs, n int, skip f
 			}
 		default:
 			var ln net.Listener
-			switch l.Transport {
-			case config.TCP:
+			var tlsConf *tls.Config
+			switch {
+			case l.Transport == config.TCP:
 				ln, err = TCP(ctx, l)
-			case config.TLSt:
+			case l.Transport == config.TLSt && l.ProxyProtocol:
+				ln, err = TCP(ctx, l)
+				tlsConf = certs.TLSConfig()
+			case l.Transport == config.TLSt:
 				ln, err = TLS(ctx, l, certs)
-			case config.DTLS:
+			case l.Transport == config.DTLS:
 				ln, err = DTLS(l, certs)
 			}
 			if err == nil {
-				s.Stream = append(s.Stream, Stream{Listener: ln, Transport: l.Transport})
+				s.Stream = append(s.Stream, Stream{Listener: ln, Transport: l.Transport, ProxyProtocol: l.ProxyProtocol, TLS: tlsConf})
 				addr, _ = netip.ParseAddrPort(ln.Addr().String())
 			}
 		}

@@ -50,6 +50,10 @@ type Source struct {
 	ClusterQuota ClusterQuota
 	// ByteBudget is the per-user byte budget; nil without one.
 	ByteBudget ByteBudget
+	// ProxyProtocolRejected returns the connections to PROXY protocol
+	// listeners refused, by reason, every reason present
+	// (dataplane.Server.ProxyProtocolRejected); nil: not exported.
+	ProxyProtocolRejected func() map[string]uint64
 }
 
 // New builds the private registry: the Go and process collectors and one
@@ -68,6 +72,7 @@ func New(src Source, log *slog.Logger) *Metrics {
 		newFastPathCollector(src),
 		newClusterCollector(src.Cluster, src.ClusterQuota),
 		newBudgetCollector(src.ByteBudget),
+		newProxyCollector(src.ProxyProtocolRejected),
 	)
 	return m
 }
