@@ -570,3 +570,101 @@ func TestServeAdminAcrossNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestServeRedisLoss: three nodes, Redis killed mid-test. Every node keeps
+// relaying and allocating, says ferry_cluster_redis_up 0, and recovers
+// when Redis returns; the usage records written before are still there,
+// and those of the allocations that ended meanwhile arrive after.
+func TestServeRedisLoss(t *testing.T) {
+	rs := testutil.StartDurableRedis(t)
+	node := func(id string) *servingFerry {
+		return startServing(t, 10*time.Second, fmt.Sprintf("cluster:\n  redis: %s\n  node-id: %s\n  key-prefix: 'loss:'\n", rs.URL(), id))
+	}
+	nodes := []*servingFerry{node("n1"), node("n2"), node("n3")}
+	testutil.WaitFor(t, 5*time.Second, "all three registered", func() bool {
+		return nodes[0].metricValue(t, `ferry_cluster_nodes{state="ready"}`) == 3
+	})
+	echo, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, from, err := echo.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			_, _ = echo.WriteTo(b[:n], from)
+		}
+	}()
+	// A call through n1 that ends before Redis dies: its record is in
+	// the stream.
+	c := nodes[0].turnClient(t)
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relayEcho(relay, echo.LocalAddr(), "before"); err != nil {
+		t.Fatal(err)
+	}
+	_ = relay.Close()
+	records := func() int {
+		te := newCLIEnv()
+		if code := te.run("usage", "--json", "--since", "1h", "--cluster-redis", rs.URL(), "--cluster-key-prefix", "loss:"); code != 0 {
+			return -1
+		}
+		var out struct {
+			Users []struct {
+				Allocations int `json:"allocations"`
+			} `json:"users"`
+		}
+		if json.Unmarshal([]byte(te.stdout.String()), &out) != nil || len(out.Users) != 1 {
+			return 0
+		}
+		return out.Users[0].Allocations
+	}
+	testutil.WaitFor(t, 5*time.Second, "the first call's usage record", func() bool { return records() == 1 })
+
+	// A call in progress on n2 when Redis dies.
+	c2 := nodes[1].turnClient(t)
+	live, err := c2.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.Kill(t)
+	for _, n := range nodes {
+		testutil.WaitFor(t, 5*time.Second, "every node to see Redis down", func() bool {
+			return n.metricValue(t, "ferry_cluster_redis_up") == 0
+		})
+	}
+	if err := relayEcho(live, echo.LocalAddr(), "during"); err != nil {
+		t.Fatalf("the live call stopped relaying without Redis: %v", err)
+	}
+	for _, n := range nodes {
+		c := n.turnClient(t)
+		r, err := c.Allocate()
+		if err != nil {
+			t.Fatalf("%s allocating without Redis: %v", n.udp, err)
+		}
+		if err := relayEcho(r, echo.LocalAddr(), "alone"); err != nil {
+			t.Fatalf("%s relaying without Redis: %v", n.udp, err)
+		}
+		_ = r.Close()
+	}
+	_ = live.Close()
+
+	rs.Start(t)
+	for _, n := range nodes {
+		testutil.WaitFor(t, 10*time.Second, "every node to see Redis back", func() bool {
+			return n.metricValue(t, "ferry_cluster_redis_up") == 1
+		})
+	}
+	// Nothing lost: the first record, plus the live call's and the three
+	// made while Redis was away, queued and written now.
+	testutil.WaitFor(t, 10*time.Second, "all five calls' usage records", func() bool { return records() == 5 })
+	if code := allocateCode(t, nodes[2].udp); code != 0 {
+		t.Fatalf("allocating after Redis returned: %d", code)
+	}
+}

@@ -21,10 +21,13 @@ import (
 // With Redis, one pipeline per call adds this node's bytes to the hash
 // P ubytes:SECONDS:N (SECONDS the period's length, N its number since the
 // epoch) and reads the set P uover:SECONDS:N of users any node found
-// over; a user this node finds over is added to it. So a user is stopped
-// on every node within about a second of the cluster-wide total passing
-// the budget, whichever node carried the bytes. Both keys expire an hour
-// after their period. When Redis does not answer, the node decides from
+// over; a user this node finds over is added to it. A user's bytes go to
+// Redis in chunks of a hundredth of the budget (Chunk), not every second,
+// so Redis sees at most about a hundred additions per user and period
+// however fast the user relays, and the cluster's count lags the truth by
+// less than a chunk per node. So a user is stopped on every node within
+// about a second of the cluster-wide total passing the budget (less the
+// chunks not yet added). Both keys expire an hour after their period. When Redis does not answer, the node decides from
 // what it knows (the users already over, and its own bytes against the
 // whole budget), keeps the bytes Redis has not yet seen, and adds them
 // when it answers again.
@@ -37,6 +40,9 @@ type BudgetOptions struct {
 	// Limit is quota.user-bytes; Period quota.user-bytes-period.
 	Limit  int64
 	Period time.Duration
+	// Chunk is how many bytes of a user a node gathers before it adds
+	// them in Redis (default Limit/100, at least 64 KiB).
+	Chunk int64
 	// Timeout bounds one call's round with Redis (default 500ms).
 	Timeout time.Duration
 	Log     *slog.Logger
@@ -48,9 +54,10 @@ type Budget struct {
 	o      BudgetOptions
 	window int64
 	// local is this node's bytes per user this period; pending what
-	// Redis has not counted yet.
-	local, pending map[string]int64
-	over           map[string]bool
+	// Redis has not counted yet; seen the cluster's count at the last
+	// addition.
+	local, pending, seen map[string]int64
+	over                 map[string]bool
 
 	updates, fallbacks, locals, overs atomic.Uint64
 }
@@ -60,10 +67,13 @@ func NewBudget(o BudgetOptions) *Budget {
 	if o.Timeout <= 0 {
 		o.Timeout = 500 * time.Millisecond
 	}
+	if o.Chunk <= 0 {
+		o.Chunk = max(o.Limit/100, 64<<10)
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Budget{o: o, window: -1, local: map[string]int64{}, pending: map[string]int64{}, over: map[string]bool{}}
+	return &Budget{o: o, window: -1, local: map[string]int64{}, pending: map[string]int64{}, seen: map[string]int64{}, over: map[string]bool{}}
 }
 
 // BudgetStats are a budget's counters: rounds counted in Redis, rounds
@@ -99,6 +109,7 @@ func (b *Budget) Update(ctx context.Context, deltas map[string]int64, now time.T
 		b.window = w
 		clear(b.local)
 		clear(b.pending)
+		clear(b.seen)
 		b.over = map[string]bool{}
 	}
 	for u, d := range deltas {
@@ -139,13 +150,17 @@ func (b *Budget) redisRound(ctx context.Context, over map[string]bool) bool {
 	defer cancel()
 	bytesKey, overKey := b.keys(b.window)
 	ttl := b.o.Period + time.Hour
-	users := make([]string, 0, len(b.pending))
-	incr := make([]*redis.IntCmd, 0, len(b.pending))
+	var users []string
+	var incr []*redis.IntCmd
 	var members *redis.StringSliceCmd
 	_, err := b.o.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for u, d := range b.pending {
-			users = append(users, u)
-			incr = append(incr, p.HIncrBy(ctx, bytesKey, u, d))
+			// A chunk's worth, or what would reach the budget with
+			// the cluster's count as last seen.
+			if d >= b.o.Chunk || b.seen[u]+d >= b.o.Limit {
+				users = append(users, u)
+				incr = append(incr, p.HIncrBy(ctx, bytesKey, u, d))
+			}
 		}
 		if len(users) > 0 {
 			p.Expire(ctx, bytesKey, ttl)
@@ -157,7 +172,10 @@ func (b *Budget) redisRound(ctx context.Context, over map[string]bool) bool {
 		b.o.Log.Debug("cluster: byte budgets not updated", "err", err)
 		return false
 	}
-	clear(b.pending)
+	for i, u := range users {
+		delete(b.pending, u)
+		b.seen[u] = incr[i].Val()
+	}
 	published := map[string]bool{}
 	for _, u := range members.Val() {
 		over[u] = true

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 func TestBudgetAcrossNodes(t *testing.T) {
 	rs := testutil.StartRedis(t)
 	ctx := context.Background()
-	o := BudgetOptions{Prefix: "t:", Limit: 1_000_000, Period: time.Hour}
+	o := BudgetOptions{Prefix: "t:", Limit: 1_000_000, Period: time.Hour, Chunk: 1}
 	o.Client = client(t, rs)
 	a := NewBudget(o)
 	o.Client = client(t, rs)
@@ -116,5 +117,52 @@ func TestBudgetLocal(t *testing.T) {
 	}
 	if st := bud.Stats(); st.Local != 3 || st.Overs != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestBudgetChunks: a node adds a user's bytes in Redis a chunk at a
+// time, so Redis sees few additions, and the cluster stops the user once
+// the chunks added pass the budget, or once a node's own count alone
+// would.
+func TestBudgetChunks(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	ctx := context.Background()
+	o := BudgetOptions{Prefix: "t:", Limit: 10_000_000, Period: time.Hour, Chunk: 1_000_000}
+	o.Client = client(t, rs)
+	a := NewBudget(o)
+	o.Client = client(t, rs)
+	b := NewBudget(o)
+	now := time.Date(2026, 11, 30, 10, 15, 0, 0, time.UTC)
+	c := client(t, rs)
+	count := func() int64 {
+		v, _ := c.HGet(ctx, "t:ubytes:3600:"+strconv.FormatInt(a.Window(now), 10), "alice").Int64()
+		return v
+	}
+	// 100 rounds of 40,000 bytes on each node: 8,000,000 in all, added
+	// in Redis 1,000,000 at a time.
+	for range 100 {
+		a.Update(ctx, map[string]int64{"alice": 40_000}, now)
+		b.Update(ctx, map[string]int64{"alice": 40_000}, now)
+	}
+	if got := count(); got != 8_000_000 {
+		t.Fatalf("Redis counts %d bytes of alice's 8,000,000", got)
+	}
+	// 1,500,000 more on a: more than a chunk, all added; 9,500,000 in
+	// Redis, under the budget.
+	if over, _ := a.Update(ctx, map[string]int64{"alice": 1_500_000}, now); len(over) != 0 || count() != 9_500_000 {
+		t.Fatalf("over %v with %d counted", over, count())
+	}
+	// b's next 999,999: not a chunk, and with the count b last saw
+	// (8,000,000) not the budget either: they wait, though the truth is
+	// past it (the lag, under a chunk per node).
+	if over, _ := b.Update(ctx, map[string]int64{"alice": 999_999}, now); len(over) != 0 || count() != 9_500_000 {
+		t.Fatalf("over %v with %d counted", over, count())
+	}
+	// One more byte on b makes its chunk: 10,500,000 counted, over.
+	if over, _ := b.Update(ctx, map[string]int64{"alice": 1}, now); !over["alice"] || count() != 10_500_000 {
+		t.Fatalf("over %v with %d counted", over, count())
+	}
+	if over, _ := a.Update(ctx, nil, now); !over["alice"] {
+		t.Fatalf("a did not learn alice is over: %v", over)
 	}
 }

@@ -68,7 +68,7 @@ type UserQuota struct {
 	release chan string
 	now     func() time.Time
 
-	acquired, refused, fallbacks, lostReleases atomic.Uint64
+	acquired, refused, fallbacks, released, lostReleases atomic.Uint64
 }
 
 // NewUserQuota returns the quota; Run keeps this node's counts alive.
@@ -122,12 +122,12 @@ func (q *UserQuota) Release(user string) {
 
 // QuotaStats are the quota's counters.
 type QuotaStats struct {
-	Acquired, Refused, Fallbacks, LostReleases uint64
+	Acquired, Refused, Fallbacks, Released, LostReleases uint64
 }
 
 // Stats returns the counters.
 func (q *UserQuota) Stats() QuotaStats {
-	return QuotaStats{Acquired: q.acquired.Load(), Refused: q.refused.Load(), Fallbacks: q.fallbacks.Load(), LostReleases: q.lostReleases.Load()}
+	return QuotaStats{Acquired: q.acquired.Load(), Refused: q.refused.Load(), Fallbacks: q.fallbacks.Load(), Released: q.released.Load(), LostReleases: q.lostReleases.Load()}
 }
 
 // Run applies releases, keeps the hash from expiring while the node
@@ -149,6 +149,8 @@ func (q *UserQuota) Run(ctx context.Context) {
 			rctx, cancel := context.WithTimeout(ctx, time.Second)
 			if err := releaseScript.Run(rctx, q.o.Client, []string{q.hash}, user).Err(); err != nil {
 				q.lostReleases.Add(1) // the resync repairs it
+			} else {
+				q.released.Add(1)
 			}
 			cancel()
 		case <-tick.C:

@@ -33,7 +33,7 @@ type Shared struct {
 	clusterQuota atomic.Bool
 	// overBudget are the quota users whose byte budget is spent.
 	overBudget atomic.Pointer[map[string]bool]
-	nonceKey     atomic.Pointer[[]byte]
+	nonceKey   atomic.Pointer[[]byte]
 
 	unauthRate, failRate ratelimit.Rate
 	unauth, fails        *ratelimit.Table

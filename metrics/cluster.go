@@ -34,7 +34,7 @@ func newClusterCollector(src Cluster, quota ClusterQuota) *clusterCollector {
 		src:   src,
 		quota: quota,
 		quotaChecks: prometheus.NewDesc("ferry_cluster_quota_checks_total",
-			"Cluster-wide per-user quota checks of new allocations, by result: acquired, refused (486), fallback (Redis did not answer: this node's own limit held), lost_release (an end not taken off in Redis; the next resync repairs it).", []string{"result"}, nil),
+			"Cluster-wide per-user quota checks of new allocations, by result: acquired, refused (486), fallback (Redis did not answer: this node's own limit held), released (an allocation's end taken off), lost_release (an end not taken off in Redis; the next resync repairs it).", []string{"result"}, nil),
 		up: prometheus.NewDesc("ferry_cluster_redis_up",
 			"1 when this node's last round with the cluster's Redis succeeded; 0 while Redis is away (the node serves on its own limits).", nil, nil),
 		nodes: prometheus.NewDesc("ferry_cluster_nodes",
@@ -84,7 +84,7 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, r := range []struct {
 			name string
 			v    uint64
-		}{{"acquired", q.Acquired}, {"refused", q.Refused}, {"fallback", q.Fallbacks}, {"lost_release", q.LostReleases}} {
+		}{{"acquired", q.Acquired}, {"refused", q.Refused}, {"fallback", q.Fallbacks}, {"released", q.Released}, {"lost_release", q.LostReleases}} {
 			ch <- prometheus.MustNewConstMetric(c.quotaChecks, prometheus.CounterValue, float64(r.v), r.name)
 		}
 	}
