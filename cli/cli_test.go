@@ -3,13 +3,19 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v5"
 
 	"github.com/ferryrtc/ferry/creds"
 	"github.com/ferryrtc/ferry/internal/testutil"
@@ -100,6 +106,38 @@ func TestVersion(t *testing.T) {
 	te := newCLIEnv()
 	if code := te.run("version"); code != 0 || !strings.HasPrefix(te.stdout.String(), "ferry ") {
 		t.Fatalf("exit %d, out %q", code, te.stdout.String())
+	}
+}
+
+func TestVersionFormats(t *testing.T) {
+	vcs := []debug.BuildSetting{{Key: "vcs.revision", Value: "be2d87844fd99e17db1fe46afa78c200796499ee"}, {Key: "vcs.modified", Value: "false"}}
+	dirty := []debug.BuildSetting{{Key: "vcs.revision", Value: "be2d87844fd99e17db1fe46afa78c200796499ee"}, {Key: "vcs.modified", Value: "true"}}
+	tests := []struct {
+		name, stamped string
+		bi            debug.BuildInfo
+		want          string
+	}{
+		{"stamped by the build script", "v0.4.0-3-gbe2d878", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}},
+			"v0.4.0-3-gbe2d878 go1.26.8"},
+		{"stamped, with VCS info", "v0.4.0-3-gbe2d878", debug.BuildInfo{GoVersion: "go1.26.8", Settings: vcs},
+			"v0.4.0-3-gbe2d878 go1.26.8"}, // the revision is in it already
+		{"stamped, another revision", "v0.4.0", debug.BuildInfo{GoVersion: "go1.26.8", Settings: vcs},
+			"v0.4.0 (be2d87844fd9) go1.26.8"},
+		{"go install of a release", "", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v0.4.0"}},
+			"v0.4.0 go1.26.8"},
+		{"go build in a checkout", "", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v0.0.0-20261130075600-be2d87844fd9+dirty"}, Settings: dirty},
+			"v0.0.0-20261130075600-be2d87844fd9+dirty go1.26.8"},
+		{"devel with a revision", "", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: vcs},
+			"devel (be2d87844fd9) go1.26.8"},
+		{"go run", "", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}},
+			"devel (no VCS revision: go run and -buildvcs=false leave it out; go build in a git checkout or docker/build.sh put it in) go1.26.8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := version(tt.stamped, &tt.bi); got != tt.want {
+				t.Fatalf("got %q\nwant %q", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -236,10 +274,78 @@ func TestServeEmbeddedDefaultBanner(t *testing.T) {
 	if len(parsed.ICEServers) != 2 || parsed.ICEServers[1].Username == "" || parsed.ICEServers[1].Credential == "" {
 		t.Fatalf("iceServers %+v", parsed.ICEServers)
 	}
+	// No directory to save the secret in (an empty environment): the
+	// banner shows it, in a ferry creds command.
+	if !strings.Contains(out, "could not be saved") || !strings.Contains(out, "ferry creds --auth-secret ") {
+		t.Fatalf("the banner neither saves nor shows the secret:\n%s", out)
+	}
 	te.sigs <- syscall.SIGINT
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d", code)
 	}
+}
+
+// TestServeSavesRunSecret: the generated secret is saved, readable by the
+// user only, where the banner says; ferry creds mints with it a credential
+// the running server accepts.
+func TestServeSavesRunSecret(t *testing.T) {
+	dir := t.TempDir()
+	te := newCLIEnv("XDG_RUNTIME_DIR=" + dir)
+	done := make(chan int, 1)
+	go func() {
+		done <- te.run("serve", "--listen", "udp://127.0.0.1:0", "--relay-ip", "127.0.0.1", "--realm", "ferry.test")
+	}()
+	defer te.stop(t, syscall.SIGINT, done)
+	waitForText(t, te.stdout, "iceServers")
+	path := filepath.Join(dir, "ferry", "run-secret")
+	if out := te.stdout.String(); !strings.Contains(out, `ferry creds --auth-secret "$(cat `+path+`)"`) {
+		t.Fatalf("the banner does not name %s:\n%s", path, out)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v, want 0600", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce := newCLIEnv()
+	if code := ce.run("creds", "--auth-secret", strings.TrimSpace(string(b)), "--user", "alice", "--json"); code != 0 {
+		t.Fatalf("ferry creds: exit %d: %s", code, ce.stderr)
+	}
+	var c creds.Credential
+	if err := json.Unmarshal([]byte(ce.stdout.String()), &c); err != nil {
+		t.Fatal(err)
+	}
+	m := udpListenRE.FindStringSubmatch(te.stderr.String())
+	if m == nil {
+		t.Fatalf("no UDP listener in the log:\n%s", te.stderr)
+	}
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: m[1], TURNServerAddr: m[1], Conn: conn,
+		Username: c.Username, Password: c.Credential, Realm: "ferry.test",
+		LoggerFactory: &logging.DefaultLoggerFactory{Writer: io.Discard},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if err := client.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatalf("Allocate with a credential minted from the saved secret: %v", err)
+	}
+	_ = relay.Close()
 }
 
 func TestServeBadConfigExits2(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -91,13 +92,30 @@ func newVersion(e *env) *cobra.Command {
 	}
 }
 
-// Version is the module version and VCS revision the binary was built from.
+// buildVersion is the version the build scripts stamp at link time
+// (docker/build.sh: -ldflags "-X github.com/ferryrtc/ferry/cli.buildVersion=$(git describe)");
+// empty otherwise. It is never written at run time.
+var buildVersion string
+
+// Version is the version the binary was built as, and the VCS revision it
+// was built from, and the Go version.
 func Version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return "unknown"
+		bi = &debug.BuildInfo{GoVersion: "unknown Go"}
 	}
-	v := bi.Main.Version
+	return version(buildVersion, bi)
+}
+
+// version formats the version of a binary stamped with stamped (may be
+// empty) and built as bi.
+func version(stamped string, bi *debug.BuildInfo) string {
+	v := stamped
+	if v == "" {
+		// A module version (go install ...@v1.2.0), or the pseudo-version
+		// go build derives from the VCS, or "(devel)".
+		v = bi.Main.Version
+	}
 	rev, dirty := "", false
 	for _, s := range bi.Settings {
 		switch s.Key {
@@ -107,15 +125,22 @@ func Version() string {
 			dirty = s.Value == "true"
 		}
 	}
+	if v == "" || v == "(devel)" {
+		v = "devel"
+		if rev == "" {
+			v += " (no VCS revision: go run and -buildvcs=false leave it out; go build in a git checkout or docker/build.sh put it in)"
+		}
+	}
 	if rev != "" {
 		if len(rev) > 12 {
 			rev = rev[:12]
 		}
-		v += " (" + rev
 		if dirty {
-			v += "-dirty"
+			rev += "-dirty"
 		}
-		v += ")"
+		if !strings.Contains(v, rev[:min(len(rev), 7)]) {
+			v += " (" + rev + ")"
+		}
 	}
 	return v + " " + bi.GoVersion
 }

@@ -5,9 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -286,15 +290,79 @@ func (st *runtimeState) banner(e *env, bound []config.Listener) error {
 	if err != nil {
 		return err
 	}
+	var where string
+	if path, err := saveRunSecret(e.environ, st.generated); err == nil {
+		where = fmt.Sprintf(`It is saved in %s (readable by you only), so that you can mint
+more credentials against this server:
+
+  ferry creds --auth-secret "$(cat %s)" --user alice --json`, path, path)
+	} else {
+		where = fmt.Sprintf(`It could not be saved (%v), so here it is; mint more credentials
+against this server with:
+
+  ferry creds --auth-secret %q --user alice --json`, err, st.generated)
+	}
 	fmt.Fprintf(e.stdout, `
 No users or secrets are configured, so ferry made a shared secret for this run.
+%s
+
 Paste this into new RTCPeerConnection(...) or new Peer({config: ...}); it is
 valid until %s. Configure auth.secrets (or --auth-secret) for real use.
 
 %s
 
-`, c.ExpiresAt.Format(time.RFC3339), b)
+`, where, c.ExpiresAt.Format(time.RFC3339), b)
 	return nil
+}
+
+// saveRunSecret writes the run's generated secret to a file only the user
+// can read, in the user's runtime directory (XDG_RUNTIME_DIR), else cache
+// directory (XDG_CACHE_HOME, HOME/.cache), found in environ; it returns the
+// file's path. The next run without a secret replaces it.
+func saveRunSecret(environ []string, secret string) (string, error) {
+	get := func(k string) string {
+		for _, kv := range environ {
+			if v, ok := strings.CutPrefix(kv, k+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	dir := get("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = get("XDG_CACHE_HOME")
+	}
+	if dir == "" && get("HOME") != "" {
+		dir = filepath.Join(get("HOME"), ".cache")
+	}
+	if dir == "" {
+		return "", errors.New("no XDG_RUNTIME_DIR, XDG_CACHE_HOME or HOME")
+	}
+	dir = filepath.Join(dir, "ferry")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "run-secret")
+	tmp, err := os.CreateTemp(dir, "run-secret.*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if _, err := tmp.WriteString(secret + "\n"); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 func randomSecret() (string, error) {

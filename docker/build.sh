@@ -23,12 +23,17 @@ ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 
 arch="${GOARCH:-$(go env GOARCH)}"
-echo "build.sh: go build linux/$arch static binary" >&2
+# The version `ferry version` and the image label report: the nearest tag
+# and the commit (git describe), stamped at link time; the VCS revision is
+# embedded too where git can tell it (-buildvcs=auto, whatever GOFLAGS says).
+version="$(cd "$root" && git describe --tags --always --dirty 2>/dev/null || echo unknown)"
+echo "build.sh: go build linux/$arch static binary, version $version" >&2
 (cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH="$arch" \
-	go build -trimpath -ldflags "-s -w" -o "$ctx/ferry" ./cmd/ferry)
+	go build -trimpath -buildvcs=auto \
+	-ldflags "-s -w -X github.com/ferryrtc/ferry/cli.buildVersion=$version" \
+	-o "$ctx/ferry" ./cmd/ferry)
 cp "$root/docker/Dockerfile" "$ctx/Dockerfile"
 
-version="$(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown)"
 # The classic builder needs no buildx plugin (not packaged everywhere);
 # BuildKit is used when buildx is there.
 if ! docker buildx version >/dev/null 2>&1; then

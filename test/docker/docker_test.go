@@ -108,6 +108,15 @@ func TestImage(t *testing.T) {
 		t.Errorf("image runs as %q, want a non-root user", user)
 	}
 
+	// The image says which commit it is: build.sh stamps git describe.
+	desc, err := exec.Command("git", "-C", root, "describe", "--tags", "--always").Output()
+	if err != nil {
+		t.Fatalf("git describe: %v", err)
+	}
+	if v := mustDocker(t, "run", "--rm", image, "version"); !strings.Contains(v, strings.TrimSpace(string(desc))) || strings.Contains(v, "devel") {
+		t.Errorf("ferry version in the image says %q, want the commit %s", v, bytes.TrimSpace(desc))
+	}
+
 	// Run on free loopback ports with the host's network.
 	turnPort, httpPort := testutil.FreePort(t), testutil.FreePort(t)
 	lo16, hi16 := testutil.FreePortRange(t, netip.MustParseAddr("127.0.0.1"), 20)
