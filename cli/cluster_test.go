@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/ferryrtc/ferry/cluster"
 	"github.com/ferryrtc/ferry/internal/testutil"
 )
 
@@ -77,7 +80,7 @@ func TestServePlacesOnLeastLoaded(t *testing.T) {
 	rs := testutil.StartRedis(t)
 	const apiKey = "api-key-0123456789abcdef"
 	node := func(id, region string) *servingFerry {
-		return startServingYAML(t, servingYAML(10*time.Second, "  secrets: [cluster-secret]\n", "  api-keys: ["+apiKey+"]\n")+
+		return startServingYAML(t, servingYAML(10*time.Second, "  secrets: [cluster-secret]\n", "  api-keys: ["+apiKey+"]\n  rate: 6000\n  burst: 1000\n")+
 			fmt.Sprintf("cluster:\n  redis: %s\n  node-id: %s\n  region: %s\n  public-host: %s.test\n  key-prefix: 'place:'\n", rs.URL(), id, region, id))
 	}
 	n1, n2, n3 := node("n1", "us"), node("n2", "us"), node("n3", "eu")
@@ -136,6 +139,45 @@ func TestServePlacesOnLeastLoaded(t *testing.T) {
 		if got := hosts(n2, c.query); got != c.want {
 			t.Errorf("placement%s: %s, want %s", c.query, got, c.want)
 		}
+	}
+
+	// A node that stops heartbeating (a crash: its entry is not taken
+	// out) drops out of placement within the entry's TTL.
+	rc, err := cluster.Dial(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	ctx := context.Background()
+	entry := `{"id":"ghost","region":"eu","public_host":"ghost.test","listeners":["udp://ghost.test:3478"],"state":"ready","load":{},"updated":"2026-01-01T00:00:00Z"}`
+	const ttl = 3 * time.Second
+	rc.Set(ctx, "place:node:ghost", entry, ttl)
+	rc.ZAdd(ctx, "place:nodes", redis.Z{Score: float64(time.Now().Add(ttl).UnixMilli()), Member: "ghost"})
+	testutil.WaitFor(t, 3*time.Second, "the ghost node in placement", func() bool {
+		return strings.Contains(hosts(n2, "?region=eu"), "ghost.test")
+	})
+	testutil.WaitFor(t, 2*ttl, "the ghost node to drop out of placement", func() bool {
+		return !strings.Contains(hosts(n2, "?region=eu"), "ghost.test")
+	})
+
+	// A draining node fails /readyz and leaves placement (a call keeps
+	// it draining).
+	c3 := n3.turnClient(t)
+	r3, err := c3.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	n3.te.sigs <- syscall.SIGTERM
+	testutil.WaitFor(t, 3*time.Second, "n3 to fail /readyz", func() bool {
+		code, _ := n3.get(t, "/readyz")
+		return code == http.StatusServiceUnavailable
+	})
+	testutil.WaitFor(t, 3*time.Second, "n3 out of placement", func() bool {
+		return !strings.Contains(hosts(n2, "?region=eu"), "n3.test")
+	})
+	if got := hosts(n1, "?region=eu"); got != "n2.test n1.test" {
+		t.Errorf("placement with n3 draining: %s, want n2.test n1.test", got)
 	}
 }
 
