@@ -94,8 +94,9 @@ func TestServePlacesOnLeastLoaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relay.Close()
-	testutil.WaitFor(t, 5*time.Second, "n1's load to show", func() bool {
-		return n2.metricValue(t, "ferry_cluster_allocations") == 1
+	testutil.WaitFor(t, 5*time.Second, "n1's load to show on every node", func() bool {
+		return n1.metricValue(t, "ferry_cluster_allocations") == 1 && n2.metricValue(t, "ferry_cluster_allocations") == 1 &&
+			n3.metricValue(t, "ferry_cluster_allocations") == 1
 	})
 	hosts := func(sf *servingFerry, query string) string {
 		req, _ := http.NewRequest("POST", sf.http+"/v1/credentials"+query, nil)
