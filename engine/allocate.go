@@ -151,7 +151,12 @@ func (e *Engine) allocate(out *Output, c *Client, m *stunwire.Message, r authRes
 			e.tryAlternate(out, c, m, reqLen, key, alt)
 			return
 		}
-		refuse(508, RefusedDraining)
+		e.stats.Refused[RefusedDraining].inc()
+		phrase := DrainingReason
+		if reason(c, key != nil, 508) == "" { // an unsigned answer over UDP stays small
+			phrase = ""
+		}
+		e.failWith(out, c, m, reqLen, 508, phrase, key)
 		return
 	}
 	if e.sh.overBudgetUser(r.cred.User) {
@@ -273,8 +278,9 @@ func (e *Engine) RelayOpened(out *Output, id RelayID, bound netip.AddrPort, err 
 	}
 	if err != nil {
 		end.failed = true
-		e.logClient(slog.LevelWarn, "relay socket not bound",
+		e.logClient(logRelayNotBound,
 			slog.String("client", a.client.Remote.String()),
+			slog.String("user", a.username),
 			slog.Int("family", int(end.family)),
 			slog.String("err", err.Error()))
 	} else {
@@ -299,17 +305,24 @@ func (e *Engine) maybeReady(out *Output, a *allocation) {
 		if p.pair != 0 {
 			e.freeRelaySlot(p.pair) // never bound: the even port failed
 		}
-		e.stats.Refused[RefusedCapacity].inc()
-		e.deleteAllocation(out, a, EndClient)
-		var m stunwire.Message
-		m.Type = stun.NewType(stun.MethodAllocate, stun.ClassRequest)
-		m.TransactionID = a.tid
-		b := e.begin(out, &m, stun.ClassErrorResponse)
-		b.AddErrorCode(508, reason(&a.client, true, 508))
-		e.send(out, &a.client, a.ltKey, p.fingerprint, p.reqLen)
+		e.refusePending(out, a, RefusedCapacity, 508)
 		return
 	}
 	e.allocationReady(out, a)
+}
+
+// refusePending ends a, an allocation not yet answered, and answers its
+// Allocate with error code, counted as refused for why.
+func (e *Engine) refusePending(out *Output, a *allocation, why, code int) {
+	p := a.pending
+	e.stats.Refused[why].inc()
+	e.deleteAllocation(out, a, EndClient)
+	var m stunwire.Message
+	m.Type = stun.NewType(stun.MethodAllocate, stun.ClassRequest)
+	m.TransactionID = a.tid
+	b := e.begin(out, &m, stun.ClassErrorResponse)
+	b.AddErrorCode(code, reason(&a.client, true, code))
+	e.send(out, &a.client, a.ltKey, p.fingerprint, p.reqLen)
 }
 
 // allocationReady makes a live once its relay sockets are open, answers

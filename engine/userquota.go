@@ -1,12 +1,6 @@
 package engine
 
-import (
-	"time"
-
-	"github.com/pion/stun/v3"
-
-	"github.com/ferryrtc/ferry/internal/stunwire"
-)
+import "time"
 
 // Cluster-wide per-user allocation quota: with SetClusterQuota on, an
 // Allocate that passes this node's checks also asks the cluster
@@ -42,14 +36,7 @@ func (e *Engine) UserChecked(out *Output, id uint64, ok, counted bool, now time.
 	p.checking = false
 	a.clusterCounted = counted
 	if !ok {
-		e.stats.Refused[RefusedQuota].inc()
-		e.deleteAllocation(out, a, EndClient)
-		var m stunwire.Message
-		m.Type = stun.NewType(stun.MethodAllocate, stun.ClassRequest)
-		m.TransactionID = a.tid
-		b := e.begin(out, &m, stun.ClassErrorResponse)
-		b.AddErrorCode(486, reason(&a.client, true, 486))
-		e.send(out, &a.client, a.ltKey, p.fingerprint, p.reqLen)
+		e.refusePending(out, a, RefusedQuota, 486)
 		return
 	}
 	e.maybeReady(out, a)
