@@ -34,6 +34,10 @@ through the allocation with indications and over a channel, and releases
 it. The peer is a second socket of the probe, or --peer HOST:PORT, which
 must echo what it receives.
 
+When a step fails the report names it, the cause (the server's answer or
+silence, and the server setting involved: its peer policy, a quota, a
+drain, the credentials) and a fix line.
+
 Exits 0 when the probe worked, 1 when a step failed, 2 on bad arguments.`,
 		Example: `  ferry probe stun://turn.example.com
   ferry probe turn://turn.example.com:3478 --user alice --password secret

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ferryrtc/ferry/internal/testutil"
 	"github.com/ferryrtc/ferry/probe"
@@ -44,6 +46,68 @@ func TestProbeCommand(t *testing.T) {
 				if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || rep.Mapped == "" {
 					t.Errorf("JSON report %+v: %v", rep, err)
 				}
+			}
+		})
+	}
+}
+
+// TestProbeExplainsServe probes a `ferry serve` running in-process: when a
+// TURN check fails, the report names the step, the cause and a fix.
+func TestProbeExplainsServe(t *testing.T) {
+	// Relaying to loopback is off (the default): the probe's peer socket
+	// is on 127.0.0.1. ferry admits its own relay address as a peer only
+	// on relay ports, and the peer socket's ephemeral port is outside
+	// 20000-20999, so the relayed reply never arrives.
+	policyYAML := "realm: " + drainRealm + "\nlisten: [udp://127.0.0.1:0]\n" +
+		"relay:\n  ip: [127.0.0.1]\n  ports: 20000-20999\n" +
+		"auth:\n  users: [" + drainUser + "=" + drainPass + "]\n" +
+		"http:\n  listen: 127.0.0.1:0\n"
+	tests := []struct {
+		name string
+		yaml string
+		// drain: an allocation is held and ferry is sent SIGTERM first.
+		drain bool
+		out   []string
+	}{
+		{name: "loopback peer refused", yaml: policyYAML, out: []string{
+			"result: FAILED at relay round trip",
+			"cause:  peer refused by the server's peer policy (relay.allowed-peers / relay.allow-loopback-peers)",
+			"fix:    ", "relay.allow-loopback-peers: true",
+		}},
+		{name: "draining", yaml: servingYAML(time.Minute, "", ""), drain: true, out: []string{
+			"result: FAILED at allocate",
+			"cause:  server is draining (shutting down or upgrading)",
+			"fix:    try another server",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sf := startServingYAML(t, tt.yaml)
+			if tt.drain {
+				relayConn, err := sf.turnClient(t).Allocate()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer relayConn.Close()
+				sf.te.sigs <- syscall.SIGTERM
+				waitForText(t, sf.te.stderr, "draining: refusing new allocations")
+			}
+			te := newCLIEnv()
+			code := te.run("probe", "turn://"+sf.udp, "--user", drainUser, "--password", drainPass, "--timeout", "500ms")
+			out := te.stdout.String()
+			if code != 1 {
+				t.Fatalf("exit %d, want 1\n%s%s", code, out, te.stderr)
+			}
+			for _, want := range tt.out {
+				if !strings.Contains(out, want) {
+					t.Fatalf("report lacks %q:\n%s", want, out)
+				}
+			}
+			te = newCLIEnv()
+			te.run("probe", "turn://"+sf.udp, "--user", drainUser, "--password", drainPass, "--timeout", "500ms", "--json")
+			var rep probe.TURNReport
+			if err := json.Unmarshal([]byte(te.stdout.String()), &rep); err != nil || rep.Cause == "" || rep.Fix == "" || rep.FailedStep == "" {
+				t.Fatalf("JSON report %+v: %v", rep, err)
 			}
 		})
 	}

@@ -94,6 +94,10 @@ func serve(cmd *cobra.Command, e *env) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	if err := checkHostAddrs(cfg, listeners, hostAddrs(ifAddrs), nonlocalBind); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	logRelayAddrs(cfg, relay4, relay6, ifAddrs, log)
 	if cfg.TLS.Cert != "" {
 		st.certs, err = listen.LoadCerts(cfg.TLS.Cert, cfg.TLS.Key)
 		if err != nil {

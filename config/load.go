@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -134,7 +135,7 @@ func Load(path string, fs *pflag.FlagSet, environ []string) (Config, string, err
 			return Config{}, "", fmt.Errorf("config file: %w", err)
 		}
 		if err := checkKnownKeys(b); err != nil {
-			return Config{}, "", fmt.Errorf("config file %s: %w", path, err)
+			return Config{}, "", listed("config file "+path, err)
 		}
 		if err := v.MergeConfig(bytes.NewReader(b)); err != nil {
 			return Config{}, "", fmt.Errorf("config file %s: %w", path, err)
@@ -159,7 +160,15 @@ func Load(path string, fs *pflag.FlagSet, environ []string) (Config, string, err
 		switch name {
 		case "FERRY_CONFIG":
 		default:
-			return Config{}, "", fmt.Errorf("environment variable %s is not a ferry setting (see configs/ferry.yaml for the keys)", name)
+			names := []string{"FERRY_CONFIG"}
+			for k := range flatten(Default()) {
+				names = append(names, EnvName(k))
+			}
+			hint := didYouMean(name, names)
+			if hint == "" {
+				hint = " (see configs/ferry.yaml for the keys)"
+			}
+			return Config{}, "", fmt.Errorf("environment variable %s is not a ferry setting%s", name, hint)
 		}
 	}
 	if fs != nil {
@@ -178,13 +187,10 @@ func Load(path string, fs *pflag.FlagSet, environ []string) (Config, string, err
 	var c Config
 	dec := viper.DecoderConfigOption(func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
-		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
-			mapstructure.StringToSliceHookFunc(","),
-		)
+		dc.DecodeHook = decodeValues
 	})
 	if err := v.Unmarshal(&c, dec); err != nil {
-		return Config{}, "", fmt.Errorf("config: %w", err)
+		return Config{}, "", listed("config", decodeErrors(err))
 	}
 	return c, used, nil
 }
@@ -212,7 +218,15 @@ func checkKnownKeys(b []byte) error {
 		return err
 	}
 	known := flatten(Default())
-	var errs []error
+	keys := make([]string, 0, len(known))
+	sections := map[string]bool{}
+	for k := range known {
+		keys = append(keys, k)
+		for i := strings.Index(k, "."); i >= 0; i = next(k, i) {
+			sections[k[:i]] = true
+		}
+	}
+	var errs []string
 	var walk func(prefix string, m map[string]any)
 	walk = func(prefix string, m map[string]any) {
 		for k, val := range m {
@@ -223,13 +237,54 @@ func checkKnownKeys(b []byte) error {
 					continue
 				}
 			}
-			if _, ok := known[key]; !ok {
-				errs = append(errs, fmt.Errorf("%s: unknown key (see configs/ferry.yaml for the keys)", key))
+			if _, ok := known[key]; ok {
+				continue
 			}
+			if sections[key] {
+				if val == nil { // a section whose keys are all commented out
+					continue
+				}
+				errs = append(errs, fmt.Sprintf("%s: is a section, not a value; write its keys under it, like %s.%s", key, key, firstUnder(keys, key)))
+				continue
+			}
+			hint := didYouMean(key, keys)
+			if hint == "" {
+				hint = " (see configs/ferry.yaml for the keys)"
+			}
+			errs = append(errs, key+": unknown key"+hint)
 		}
 	}
 	walk("", raw)
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	slices.Sort(errs)
+	return errors.New(strings.Join(errs, "\n"))
+}
+
+// next returns the index of the dot after the one at i in k, or -1.
+func next(k string, i int) int {
+	j := strings.Index(k[i+1:], ".")
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
+
+// firstUnder returns the first key of section (sorted), without the
+// section.
+func firstUnder(keys []string, section string) string {
+	var under []string
+	for _, k := range keys {
+		if rest, ok := strings.CutPrefix(k, section+"."); ok {
+			under = append(under, rest)
+		}
+	}
+	slices.Sort(under)
+	if len(under) == 0 {
+		return "key"
+	}
+	return under[0]
 }
 
 // flatten maps every leaf of c to its dotted key.

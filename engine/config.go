@@ -89,7 +89,7 @@ type Config struct {
 	Offload bool
 
 	// Log receives allocation lifecycle lines at info and the lines
-	// clients cause, bounded in total (see ClientLogRate).
+	// clients cause, bounded per kind (see ClientLogBurst).
 	Log *slog.Logger
 }
 
@@ -101,13 +101,16 @@ type NATAddresses struct {
 	Socket [4]SocketID
 }
 
-// ClientLogRate and ClientLogBurst bound the log lines clients can cause
-// (refused credentials, denied peers, failed relays), in total per
-// process: lines per second, at once. The next line written says how many
-// were left out.
+// ClientLogBurst and ClientLogsPerMinute bound the log lines clients can
+// cause, per kind (refused credentials, denied peers, relay sockets not
+// bound) and process: a burst of lines, then a few a minute, so that a
+// flood of bad requests cannot fill the log. Lines left out are counted;
+// every ClientLogSummaryEvery at most, while any were, one "similar lines
+// suppressed" line says how many.
 const (
-	ClientLogRate  = 10
-	ClientLogBurst = 30
+	ClientLogBurst        = 10
+	ClientLogsPerMinute   = 6
+	ClientLogSummaryEvery = time.Minute
 )
 
 // check validates c.

@@ -181,6 +181,7 @@ func (e *Engine) Tick(out *Output, now time.Time) {
 	}
 	e.expirePeers(out)
 	e.expireConns(out)
+	e.logSuppressed()
 	if p := e.sh.policy.Load(); p != e.policy {
 		e.policy = p
 		for _, a := range e.allocs {
@@ -216,20 +217,58 @@ func (e *Engine) revalidate(out *Output, a *allocation, p *relay.Policy) {
 	}
 }
 
-// logClient writes a line a client caused, within the process-wide budget.
-func (e *Engine) logClient(level slog.Level, msg string, attrs ...slog.Attr) {
+// logKind is a kind of log line clients cause; each kind has its own
+// budget (see ClientLogBurst), so that a flood of one kind does not hide
+// the others.
+type logKind uint8
+
+const (
+	logCredentialRefused logKind = iota
+	logPeerRefused
+	logRelayNotBound
+	numLogKinds
+)
+
+// logKinds are the message and level of each kind.
+var logKinds = [numLogKinds]struct {
+	msg   string
+	level slog.Level
+}{
+	logCredentialRefused: {"credential refused", slog.LevelInfo},
+	logPeerRefused:       {"peer refused by policy", slog.LevelInfo},
+	// A relay socket that cannot be bound is the server's problem (the
+	// port range is used up, relay.ip is not an address of the host).
+	logRelayNotBound: {"relay socket not bound", slog.LevelWarn},
+}
+
+// logClient writes a line of kind k a client caused, within the
+// process-wide budget of that kind; lines left out are counted and
+// reported by logSuppressed.
+func (e *Engine) logClient(k logKind, attrs ...slog.Attr) {
 	ctx := context.Background()
-	if !e.log.Enabled(ctx, level) {
+	kind := &logKinds[k]
+	if !e.log.Enabled(ctx, kind.level) || !e.sh.allowLog(k, e.now) {
 		return
 	}
-	ok, suppressed := e.sh.allowLog(e.now)
-	if !ok {
-		return
+	e.log.LogAttrs(ctx, kind.level, kind.msg, attrs...)
+}
+
+// logSuppressed writes, for each kind of client-caused line some of which
+// were left out, at most every ClientLogSummaryEvery, how many were. Any
+// shard may write it; each line left out is counted once.
+func (e *Engine) logSuppressed() {
+	for k := range numLogKinds {
+		n, over := e.sh.logs[k].Suppressed(e.now, int64(ClientLogSummaryEvery))
+		if n == 0 {
+			continue
+		}
+		kind := &logKinds[k]
+		e.log.LogAttrs(context.Background(), kind.level, "similar lines suppressed",
+			slog.String("of", kind.msg),
+			slog.Uint64("lines", n),
+			slog.Duration("within", time.Duration(over).Round(time.Second)),
+			slog.String("limit", fmt.Sprintf("%d at once, then %d a minute", ClientLogBurst, ClientLogsPerMinute)))
 	}
-	if suppressed > 0 {
-		attrs = append(attrs, slog.Uint64("lines_left_out_before", suppressed))
-	}
-	e.log.LogAttrs(ctx, level, msg, attrs...)
 }
 
 // Stats returns this shard's counters.

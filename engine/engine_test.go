@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -744,33 +743,6 @@ func policyWithSelf(t *testing.T, extra ...netip.Addr) *relay.Policy {
 		t.Fatal(err)
 	}
 	return pol
-}
-
-// Regression 12: the log lines clients cause are bounded in total, not
-// per address: a flood of refused credentials from many addresses writes
-// a burst of lines, then a few a second with a count of those left out.
-func TestClientLogLinesBounded(t *testing.T) {
-	logs := &lineCounter{}
-	s := newSim(t, simOpts{configure: func(c *Config) {
-		c.Log = slog.New(slog.NewTextHandler(logs, nil))
-		c.AuthFailureRate, c.AuthFailureBurst = 0, 0
-	}})
-	for i := range 500 {
-		cl := s.client(UDP, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 200)}), uint16(1000+i)).String(), "alice", "guess")
-		if code := errorCode(cl.do(stun.MethodAllocate, requestedTransport(17))); code != 401 {
-			t.Fatalf("guess %d: %d", i, code)
-		}
-		if i%50 == 49 {
-			s.now = s.now.Add(time.Second)
-		}
-	}
-	// 10 seconds passed: at most the burst plus 10 lines a second.
-	if n := logs.count("credential refused"); n < ClientLogBurst || n > ClientLogBurst+10*ClientLogRate+1 {
-		t.Fatalf("%d refusal lines for 500 refusals in 10 s", n)
-	}
-	if !logs.has("lines_left_out_before=") {
-		t.Fatal("no count of the lines left out")
-	}
 }
 
 // lineCounter is a log sink counting lines.

@@ -94,7 +94,7 @@ func (e *Engine) checkPeer(c *Client, a *allocation, peer netip.AddrPort, port b
 	if i, known := e.sh.denyIndex[why]; known {
 		e.stats.PeerDenied[i].inc()
 	}
-	e.logClient(slog.LevelInfo, "peer refused by policy",
+	e.logClient(logPeerRefused,
 		slog.String("client", c.Remote.String()),
 		slog.String("user", a.username),
 		slog.String("peer", peer.String()),

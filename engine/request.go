@@ -214,7 +214,7 @@ func (e *Engine) refuseCredential(out *Output, c *Client, m *stunwire.Message, r
 	if m.Type.Method == stun.MethodAllocate {
 		e.stats.Refused[RefusedAuth].inc()
 	}
-	e.logClient(slog.LevelInfo, "credential refused",
+	e.logClient(logCredentialRefused,
 		slog.String("username", string(username)),
 		slog.String("reason", why),
 		slog.String("method", m.Type.Method.String()),

@@ -60,6 +60,13 @@ func (e *Engine) sendFrom(out *Output, c *Client, sock SocketID, from netip.Addr
 	out.add(Command{Op: OpSendClient, Client: to, Data: msg})
 }
 
+// DrainingReason is the reason phrase of the 508 a draining server answers
+// Allocate with. RFC 8489 §14.8 leaves the phrase to the server ("meant for
+// diagnostic purposes"): a distinct one lets a client or `ferry probe` tell
+// "this server is shutting down, use another" from "no relay port free"
+// (Insufficient Capacity), which share the code.
+const DrainingReason = "Server Draining"
+
 // reason returns the reason phrase for code, or "" for an unauthenticated
 // answer over UDP, which is kept as small as it can be.
 func reason(c *Client, signed bool, code int) string {
@@ -120,11 +127,16 @@ func (e *Engine) allowUnauthenticated(c *Client) bool {
 // fail answers m with error code, signed with key when it is not nil.
 // Unsigned answers count against the address's unauthenticated budget.
 func (e *Engine) fail(out *Output, c *Client, m *stunwire.Message, reqLen, code int, key []byte) {
+	e.failWith(out, c, m, reqLen, code, reason(c, key != nil, code), key)
+}
+
+// failWith is fail with the reason phrase given.
+func (e *Engine) failWith(out *Output, c *Client, m *stunwire.Message, reqLen, code int, phrase string, key []byte) {
 	if key == nil && !e.allowUnauthenticated(c) {
 		return
 	}
 	b := e.begin(out, m, stun.ClassErrorResponse)
-	b.AddErrorCode(code, reason(c, key != nil, code))
+	b.AddErrorCode(code, phrase)
 	e.send(out, c, key, m.HasFingerprint, reqLen)
 }
 

@@ -38,9 +38,8 @@ type Shared struct {
 	unauthRate, failRate ratelimit.Rate
 	unauth, fails        *ratelimit.Table
 
-	logRate       ratelimit.Rate
-	logBucket     ratelimit.Bucket
-	logSuppressed atomic.Uint64
+	logRate ratelimit.Rate
+	logs    [numLogKinds]ratelimit.LogBudget
 
 	total atomic.Int64 // live allocations, every shard
 
@@ -97,7 +96,7 @@ func NewShared(cfg Config, creds *auth.Snapshot, policy *relay.Policy, epoch tim
 		epoch:        epoch,
 		unauthRate:   ratelimit.NewRate(int64(cfg.UnauthenticatedRate), time.Minute, int64(cfg.UnauthenticatedBurst)),
 		failRate:     ratelimit.NewRate(int64(cfg.AuthFailureRate), time.Minute, int64(cfg.AuthFailureBurst)),
-		logRate:      ratelimit.NewRate(ClientLogRate, time.Second, ClientLogBurst),
+		logRate:      ratelimit.NewRate(ClientLogsPerMinute, time.Minute, ClientLogBurst),
 		bwAlloc:      ratelimit.NewRate(cfg.AllocationBandwidth, time.Second, max(cfg.AllocationBandwidth/4, 1500)),
 		bwUser:       ratelimit.NewRate(cfg.UserBandwidth, time.Second, max(cfg.UserBandwidth/4, 1500)),
 		users:        map[string]*userState{},
@@ -289,15 +288,9 @@ func (s *Shared) dropReservations(dst []RelayID, shard int) []RelayID {
 	return dst
 }
 
-// allowLog takes one client-caused log line from the process-wide budget;
-// when it may be written, suppressed is how many were left out before it.
-func (s *Shared) allowLog(now int64) (ok bool, suppressed uint64) {
-	if !s.logBucket.Take(s.logRate, now, 1) {
-		s.logSuppressed.Add(1)
-		return false, 0
-	}
-	return true, s.logSuppressed.Swap(0)
-}
+// allowLog takes one client-caused log line of kind k from the
+// process-wide budget of that kind.
+func (s *Shared) allowLog(k logKind, now int64) bool { return s.logs[k].Allow(s.logRate, now) }
 
 // nextConnID returns an RFC 6062 CONNECTION-ID owned by shard: the shard in
 // the top 8 bits, never 0.

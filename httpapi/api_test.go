@@ -175,13 +175,15 @@ func TestCORS(t *testing.T) {
 		anonymous bool
 		c         call
 		status    int
-		acao      string // expected Access-Control-Allow-Origin
+		// acao is the expected Access-Control-Allow-Origin: the page's
+		// origin on every answer, errors included (see TestErrorsReadable).
+		acao string
 	}{
-		{"disallowed origin", false, call{origin: "https://evil.example", key: testKey}, http.StatusForbidden, ""},
-		{"disallowed origin anonymous", true, call{origin: "https://evil.example"}, http.StatusForbidden, ""},
-		{"null origin", true, call{origin: "null"}, http.StatusForbidden, ""},
-		{"origin differs by port", false, call{origin: testOrigin + ":8443", key: testKey}, http.StatusForbidden, ""},
-		{"origin differs by scheme", false, call{origin: "http://app.example.com", key: testKey}, http.StatusForbidden, ""},
+		{"disallowed origin", false, call{origin: "https://evil.example", key: testKey}, http.StatusForbidden, "https://evil.example"},
+		{"disallowed origin anonymous", true, call{origin: "https://evil.example"}, http.StatusForbidden, "https://evil.example"},
+		{"null origin", true, call{origin: "null"}, http.StatusForbidden, "null"},
+		{"origin differs by port", false, call{origin: testOrigin + ":8443", key: testKey}, http.StatusForbidden, testOrigin + ":8443"},
+		{"origin differs by scheme", false, call{origin: "http://app.example.com", key: testKey}, http.StatusForbidden, "http://app.example.com"},
 		{"allowed origin with key", false, call{origin: testOrigin, key: testKey}, http.StatusOK, testOrigin},
 		{"allowed origin no key", false, call{origin: testOrigin}, http.StatusUnauthorized, testOrigin},
 		{"allowed origin anonymous", true, call{origin: testOrigin}, http.StatusOK, testOrigin},
@@ -191,7 +193,7 @@ func TestCORS(t *testing.T) {
 			header: map[string]string{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"}},
 			http.StatusNoContent, testOrigin},
 		{"preflight disallowed", false, call{method: http.MethodOptions, origin: "https://evil.example",
-			header: map[string]string{"Access-Control-Request-Method": "POST"}}, http.StatusForbidden, ""},
+			header: map[string]string{"Access-Control-Request-Method": "POST"}}, http.StatusForbidden, "https://evil.example"},
 		{"preflight wrong method", false, call{method: http.MethodOptions, origin: testOrigin,
 			header: map[string]string{"Access-Control-Request-Method": "DELETE"}}, http.StatusMethodNotAllowed, testOrigin},
 		{"GET", false, call{method: http.MethodGet, key: testKey}, http.StatusMethodNotAllowed, ""},

@@ -5,9 +5,12 @@
 //
 // Callers authenticate with "Authorization: Bearer <api key>" (keys compared
 // in constant time). Browser pages may call it only from the CORS allow
-// list: preflights are answered, Access-Control-Allow-Origin echoes allowed
-// origins only, and any other Origin gets 403. With AllowAnonymousOrigins a
-// page on an allowed origin may call without a key (off by default).
+// list: preflights are answered for allowed origins only, and any other
+// Origin gets 403 and a preflight that allows nothing. Every answer to a
+// page, errors included, echoes its origin in Access-Control-Allow-Origin so
+// the page can read the JSON error saying what to change. With
+// AllowAnonymousOrigins a page on an allowed origin may call without a key
+// (off by default). Refusals are logged at info, a few a minute at most.
 //
 // Credentials are rate-limited per API key and, for calls without a valid
 // key, per client IP (IPv6 per /64), in bounded LRU maps; a limited call gets

@@ -74,34 +74,106 @@ func InterfaceAddrs() []netip.Addr {
 }
 
 // DetectRelayIPs picks, per family, the address relays bind to when none is
-// configured: the first global unicast address on an interface that is up,
-// else the first private one, else loopback. A family with none
-// of these comes back invalid: relays of that family are not offered.
+// configured: the first public address on an interface that is up, else
+// the first private one (RFC 1918, ULA), else the first carrier-grade NAT
+// one (100.64.0.0/10), else loopback. A family with none of these comes back
+// invalid: relays of that family are not offered.
 func DetectRelayIPs(addrs []netip.Addr) (v4, v6 netip.Addr) {
-	rank := func(a netip.Addr) int {
-		switch {
-		case a.IsLoopback():
-			return 1
-		case a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsMulticast():
-			return 0
-		case a.IsPrivate():
-			return 2
-		case a.IsGlobalUnicast():
-			return 3
-		}
-		return 0
+	c4, c6 := DetectRelayIPsWhy(addrs)
+	return c4.Addr, c6.Addr
+}
+
+// RelayChoice is a detected relay address and why it was picked.
+type RelayChoice struct {
+	Addr netip.Addr
+	// Why says which kind of address it is and what it was preferred
+	// over, for the log.
+	Why string
+}
+
+// Ranks of the addresses DetectRelayIPsWhy picks from, best last.
+const (
+	rankNone = iota
+	rankLoopback
+	rankCGNAT
+	rankPrivate
+	rankPublic
+)
+
+// cgnat is RFC 6598 shared address space: a carrier's NAT, or an overlay
+// such as Tailscale. Peers and clients on the Internet cannot reach it,
+// nor usually those on the LAN; a LAN address is preferred.
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+func relayRank(a netip.Addr) int {
+	switch {
+	case a.IsLoopback():
+		return rankLoopback
+	case a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsMulticast():
+		return rankNone
+	case a.IsPrivate():
+		return rankPrivate
+	case cgnat.Contains(a):
+		return rankCGNAT
+	case a.IsGlobalUnicast():
+		return rankPublic
 	}
-	best4, best6 := 0, 0
+	return rankNone
+}
+
+// PrivateKind names the kind of an address that clients outside its
+// network cannot reach: "private (RFC 1918)", "unique local (fc00::/7)" or
+// "carrier-grade NAT (100.64.0.0/10)"; "" for others (public, loopback).
+func PrivateKind(a netip.Addr) string {
+	a = a.Unmap()
+	switch {
+	case a.Is4() && a.IsPrivate():
+		return "private (RFC 1918)"
+	case a.IsPrivate():
+		return "unique local (fc00::/7)"
+	case cgnat.Contains(a):
+		return "carrier-grade NAT (100.64.0.0/10)"
+	}
+	return ""
+}
+
+// DetectRelayIPsWhy is DetectRelayIPs, saying why each address was picked.
+func DetectRelayIPsWhy(addrs []netip.Addr) (v4, v6 RelayChoice) {
+	var best [2]int
+	var pick [2]netip.Addr
+	var passed [2][]netip.Addr // CGNAT addresses a private one was preferred to
 	for _, a := range addrs {
-		r := rank(a)
-		if a.Is4() && r > best4 {
-			v4, best4 = a, r
+		a = a.Unmap()
+		f := 0
+		if a.Is6() {
+			f = 1
 		}
-		if a.Is6() && r > best6 {
-			v6, best6 = a, r
+		r := relayRank(a)
+		if r == rankCGNAT {
+			passed[f] = append(passed[f], a)
+		}
+		if r > best[f] {
+			pick[f], best[f] = a, r
 		}
 	}
-	return v4, v6
+	why := func(f int) RelayChoice {
+		c := RelayChoice{Addr: pick[f]}
+		switch best[f] {
+		case rankPublic:
+			c.Why = "a public address"
+		case rankPrivate:
+			c.Why = "no public address; a " + PrivateKind(pick[f]) + " address"
+			if len(passed[f]) > 0 {
+				c.Why += fmt.Sprintf(", preferred over the carrier-grade NAT address %s (100.64.0.0/10: a carrier's NAT or a VPN overlay, which LAN clients rarely reach)", passed[f][0])
+			}
+		case rankCGNAT:
+			c.Why = "no public or LAN address; a carrier-grade NAT (100.64.0.0/10) address"
+		case rankLoopback:
+			c.Why = "only loopback addresses"
+		}
+		return c
+	}
+	return why(0), why(1)
 }
 
 // HostPort joins an address and port for net.Dial-style APIs.

@@ -10,6 +10,12 @@
 // second socket, or to a given echoing peer) with Send/Data indications and
 // again over a channel, and releases the allocation.
 //
+// When a step fails, the report names it, its cause (the error the server
+// answered, or its silence, read with what the probe knows: the peer's kind
+// of address, whether the credential came from a REST secret, the reason
+// phrase ferry gives a draining 508) and a fix naming the server setting
+// involved (relay.allowed-peers, quota.user-allocations, relay.ports, ...).
+//
 // Traffic goes only to the target the caller names, to the alternate
 // address that target advertises in OTHER-ADDRESS, to the relayed address
 // it allocates, and (for hairpinning) to the probe's own mapped address.

@@ -23,6 +23,12 @@ type serverOpts struct {
 	alt           bool
 	allowLoopback bool
 	denied        []string // relay.denied-peers
+	// relayPorts is relay.ports ("": 40000-49999); userAllocations is
+	// quota.user-allocations (0: the default).
+	relayPorts      string
+	userAllocations int
+	// drain makes the server drain from the start.
+	drain bool
 }
 
 // startServer runs ferry on 127.0.0.1:0 (alternates on 127.0.0.2) and
@@ -32,6 +38,12 @@ func startServer(t *testing.T, o serverOpts) netip.AddrPort {
 	cfg := config.Default()
 	cfg.Realm = "ferry.test"
 	cfg.Relay.Ports = "40000-49999"
+	if o.relayPorts != "" {
+		cfg.Relay.Ports = o.relayPorts
+	}
+	if o.userAllocations != 0 {
+		cfg.Quota.UserAllocations = o.userAllocations
+	}
 	cfg.Relay.AllowLoopbackPeers = o.allowLoopback
 	cfg.Relay.DeniedPeers = o.denied
 	cfg.Auth.Users = []string{testUser + "=" + testPass}
@@ -71,6 +83,9 @@ func startServer(t *testing.T, o serverOpts) netip.AddrPort {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
+	if o.drain {
+		srv.Drain()
+	}
 	return primary
 }
 

@@ -42,6 +42,7 @@ func (r *STUNReport) WriteText(w io.Writer) error {
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
+	writeDiagnosis(&b, r.Cause, r.Fix)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -58,13 +59,27 @@ func (r *TURNReport) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, " as %q\n\n", r.Username)
 	writeSteps(&b, r.Steps)
-	if r.OK {
+	switch {
+	case r.OK:
 		b.WriteString("\nresult: the server allocates and relays\n")
-	} else {
+	case r.FailedStep != "":
+		fmt.Fprintf(&b, "\nresult: FAILED at %s\n", r.FailedStep)
+	default:
 		b.WriteString("\nresult: FAILED\n")
 	}
+	writeDiagnosis(&b, r.Cause, r.Fix)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeDiagnosis writes the cause and fix lines of a failed probe.
+func writeDiagnosis(b *strings.Builder, cause, fix string) {
+	if cause != "" {
+		fmt.Fprintf(b, "cause:  %s\n", cause)
+	}
+	if fix != "" {
+		fmt.Fprintf(b, "fix:    %s\n", fix)
+	}
 }
 
 func writeSteps(b *strings.Builder, steps Steps) {

@@ -132,6 +132,10 @@ type STUNReport struct {
 	Hairpinning string    `json:"hairpinning"`
 	Steps       Steps     `json:"steps"`
 	Notes       []string  `json:"notes,omitempty"`
+	// Cause and Fix say, when the server did not answer, why and what to
+	// do about it.
+	Cause string `json:"cause,omitempty"`
+	Fix   string `json:"fix,omitempty"`
 }
 
 // Step statuses.
@@ -169,11 +173,13 @@ func STUN(ctx context.Context, o STUNOptions) (*STUNReport, error) {
 	rep := &STUNReport{Target: o.Target.String(), Mapping: Unknown, Filtering: Unknown, Hairpinning: HairpinUnknown}
 	server, err := resolve(ctx, o.Target.Host, o.Target.Port)
 	if err != nil {
+		rep.Cause, rep.Fix = diagnose(failure{err: err})
 		return rep, err
 	}
 	rep.Server = server.String()
 	p := &stunProbe{server: server, timeout: o.Timeout, rep: rep}
 	if err := p.mapping(); err != nil {
+		rep.Cause, rep.Fix = diagnose(failure{step: stepBinding, err: err, server: server})
 		return rep, err
 	}
 	if ctx.Err() == nil {

@@ -57,11 +57,18 @@ type TURNReport struct {
 	// OK is true when every step succeeded.
 	OK    bool  `json:"ok"`
 	Steps Steps `json:"steps"`
+	// FailedStep, Cause and Fix say, when the probe failed, which step
+	// failed, why (naming the server setting involved where there is one)
+	// and what to do about it.
+	FailedStep string `json:"failed_step,omitempty"`
+	Cause      string `json:"cause,omitempty"`
+	Fix        string `json:"fix,omitempty"`
 }
 
 // TURN probes a TURN server: challenge, allocate, permission, a round trip
 // through the allocation with indications and with a channel, release. The
-// error names the first failed step; the report is returned either way.
+// error names the first failed step; the report is returned either way, and
+// says then why the step failed and what to do (Cause, Fix).
 func TURN(ctx context.Context, o TURNOptions) (*TURNReport, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
@@ -69,44 +76,58 @@ func TURN(ctx context.Context, o TURNOptions) (*TURNReport, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	rep := &TURNReport{Target: o.Target.String()}
+	t := &turnProbe{o: o, rep: &TURNReport{Target: o.Target.String()}}
+	err := t.probe(ctx)
+	rep := t.rep
+	rep.OK = err == nil
+	if err != nil {
+		rep.FailedStep = t.failed
+		rep.Cause, rep.Fix = diagnose(failure{
+			step: t.failed, err: err, rest: o.Secret != "", user: rep.Username,
+			server: t.server, peer: t.peerAddr, selfPeer: !t.peer.IsValid(), relayed: t.alloc.Relayed,
+		})
+	}
+	return rep, err
+}
+
+// probe is TURN but for the diagnosis.
+func (t *turnProbe) probe(ctx context.Context) error {
+	o, rep := t.o, t.rep
 	cred := Credentials{Username: o.Username, Password: o.Password, Realm: o.Realm}
 	switch {
 	case o.Secret != "":
 		cred.Username, cred.Password = auth.Mint(o.Secret, o.Username, restTTL, o.Now())
 	case o.Username == "" || o.Password == "":
-		return rep, errors.New("a TURN probe needs --user and --password, or --secret")
+		return errors.New("a TURN probe needs --user and --password, or --secret")
 	}
 	rep.Username = cred.Username
 	server, err := resolve(ctx, o.Target.Host, o.Target.Port)
 	if err != nil {
-		return rep, err
+		return err
 	}
+	t.server = server
 	rep.Server = server.String()
-	var peer netip.AddrPort
 	if o.Peer != "" {
 		host, port, err := net.SplitHostPort(o.Peer)
 		if err != nil {
-			return rep, fmt.Errorf("--peer %q is not host:port: %w", o.Peer, err)
+			return fmt.Errorf("--peer %q is not host:port: %w", o.Peer, err)
 		}
-		t, err := ParseTarget("turn://" + net.JoinHostPort(host, port))
+		pt, err := ParseTarget("turn://" + net.JoinHostPort(host, port))
 		if err != nil {
-			return rep, fmt.Errorf("--peer %q: %w", o.Peer, err)
+			return fmt.Errorf("--peer %q: %w", o.Peer, err)
 		}
-		if peer, err = resolve(ctx, t.Host, t.Port); err != nil {
-			return rep, fmt.Errorf("--peer: %w", err)
+		if t.peer, err = resolve(ctx, pt.Host, pt.Port); err != nil {
+			return fmt.Errorf("--peer: %w", err)
 		}
 	}
 	conn, err := listenFor(server)
 	if err != nil {
-		return rep, err
+		return err
 	}
 	defer conn.Close()
 	rep.Local = addrOf(conn.LocalAddr()).String()
-	t := &turnProbe{o: o, rep: rep, c: NewClient(conn, server, cred, o.Timeout), server: server, peer: peer}
-	err = t.run(ctx)
-	rep.OK = err == nil
-	return rep, err
+	t.c = NewClient(conn, server, cred, o.Timeout)
+	return t.run(ctx)
 }
 
 type turnProbe struct {
@@ -117,18 +138,24 @@ type turnProbe struct {
 	peer   netip.AddrPort // given peer; zero: self
 	self   *net.UDPConn   // the second local socket (self mode)
 	alloc  Allocation
+	// peerAddr is the address the round trip's peer is seen at, once
+	// known; failed is the step that failed.
+	peerAddr netip.Addr
+	failed   string
 }
 
 // step runs f as a named step, recording its status and time.
 func (t *turnProbe) step(ctx context.Context, name string, f func() (string, error)) error {
 	if err := ctx.Err(); err != nil {
 		t.rep.Steps.add(name, StatusSkipped, 0, err.Error())
+		t.failed = name
 		return err
 	}
 	start := time.Now()
 	detail, err := f()
 	if err != nil {
-		t.rep.Steps.add(name, statusOf(err), time.Since(start), explain(err))
+		t.rep.Steps.add(name, statusOf(err), time.Since(start), err.Error())
+		t.failed = name
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	t.rep.Steps.add(name, StatusOK, time.Since(start), detail)
@@ -140,12 +167,12 @@ func (t *turnProbe) run(ctx context.Context) error {
 		name string
 		f    func() (string, error)
 	}{
-		{"challenge", t.challenge},
-		{"allocate", t.allocate},
-		{"permission", t.permission},
-		{"relay round trip", t.indications},
-		{"channel round trip", t.channel},
-		{"release", t.release},
+		{stepChallenge, t.challenge},
+		{stepAllocate, t.allocate},
+		{stepPermission, t.permission},
+		{stepRelay, t.indications},
+		{stepChannel, t.channel},
+		{stepRelease, t.release},
 	}
 	defer func() {
 		if t.self != nil {
@@ -191,6 +218,7 @@ func (t *turnProbe) allocate() (string, error) {
 func (t *turnProbe) permission() (string, error) {
 	if t.peer.IsValid() {
 		t.rep.Peer = t.peer.String()
+		t.peerAddr = t.peer.Addr()
 		if err := t.c.CreatePermission(t.peer.Addr()); err != nil {
 			return "", err
 		}
@@ -207,6 +235,7 @@ func (t *turnProbe) permission() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("binding from the peer socket: %w", err)
 	}
+	t.peerAddr = b.Mapped.Addr()
 	if err := t.c.CreatePermission(b.Mapped.Addr()); err != nil {
 		return "", err
 	}
@@ -316,27 +345,6 @@ func (t *turnProbe) roundTrip(ch uint16) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("the reply via %s to %s never reached the peer socket: %w", via, from, ErrTimeout)
-}
-
-// explain adds a hint to well-known TURN errors.
-func explain(err error) string {
-	var er *ErrorResponse
-	if !errors.As(err, &er) {
-		return err.Error()
-	}
-	switch er.Code {
-	case 401:
-		return err.Error() + " (wrong user, password, secret or realm, or an expired credential)"
-	case 403:
-		return err.Error() + " (the server refuses this peer address: see its relay.allowed-peers / denied-peers)"
-	case 437:
-		return err.Error() + " (allocation mismatch: an allocation from this address already exists)"
-	case 486:
-		return err.Error() + " (allocation quota reached for this user)"
-	case 508:
-		return err.Error() + " (the server has no free relay port)"
-	}
-	return err.Error()
 }
 
 func minTime(a, b time.Time) time.Time {
