@@ -24,6 +24,8 @@ type turnServer interface {
 	Draining() bool
 	Listening() error
 	Close() error
+	// Stats returns the engine's counters (the test page's /v1/status).
+	Stats() engine.Snapshot
 }
 
 // started is a running TURN server and what the HTTP listener serves

@@ -13,7 +13,9 @@ import (
 	"github.com/ferryrtc/ferry/admin"
 	"github.com/ferryrtc/ferry/auth"
 	"github.com/ferryrtc/ferry/config"
+	"github.com/ferryrtc/ferry/creds"
 	"github.com/ferryrtc/ferry/httpapi"
+	"github.com/ferryrtc/ferry/testpage"
 )
 
 // httpDeps is what the HTTP listener's handlers are built from.
@@ -62,7 +64,16 @@ func httpHandler(d httpDeps) http.Handler {
 	if d.creds != nil {
 		mux.Handle(httpapi.Path, d.creds)
 	}
+	testpage.Mount(mux, testpage.Options{Version: Version(), Realm: d.cfg.Realm, URLs: listenerURLs(d.cfg, d.bound),
+		Stats: d.srv.Stats, Draining: func() bool { return d.draining.Load() || d.srv.Draining() }})
 	return mux
+}
+
+// listenerURLs are the stun:, turn: and turns: URLs of ferry's listeners
+// as the credentials API hands them out.
+func listenerURLs(cfg config.Config, bound []config.Listener) []string {
+	stun, turn := creds.URLs(advertisedHost(cfg), bound)
+	return append(stun, turn...)
 }
 
 // httpServer is the running HTTP listener.

@@ -8,7 +8,10 @@
 // server, examples/peerjs) and run `node driver.mjs` with a scenario. They
 // cover TURN over UDP, TCP and TLS with getStats() proving a relay
 // candidate on ferry's relay address, the PeerJS example with a real
-// PeerServer, and the refusal of an expired credential.
+// PeerServer, the refusal of an expired credential, and ferry's own test
+// page (TestTestPage: every verdict it shows for working URLs, a wrong
+// credential, stopped listeners and a refused origin, with screenshots
+// saved to $FERRY_ARTIFACTS when set).
 //
 // Chromium uses relay candidates on loopback, so every address is on
 // 127.0.0.1 (ferry runs with --allow-loopback-peers); no network namespace

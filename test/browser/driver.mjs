@@ -2,7 +2,8 @@
 //
 //   node driver.mjs '<job JSON>'
 //
-// job: {scenario, url, chromium, userDataDir, chromiumArgs, timeoutMs}.
+// job: {scenario, url, chromium, userDataDir, chromiumArgs, timeoutMs} and, for
+// the testpage scenario, testpage and screenshot.
 // Prints one JSON line on stdout, {"ok": true, "result": ...} or
 // {"ok": false, "error": "..."}; page console lines and progress go to
 // stderr. Exits non-zero on failure and within timeoutMs in any case.
@@ -97,7 +98,66 @@ async function peerjsScenario(ctx) {
   };
 }
 
-const scenarios = { page: pageScenario, peerjs: peerjsScenario };
+// testpage: ferry's own test page (testpage/). job.testpage says how to
+// fill its credential form: {source: "api"|"json"|"manual", apiKey,
+// server, iceJSON, urls, username, credential}; the driver runs the tests,
+// waits for the verdicts, screenshots the page into job.screenshot (if
+// set) and returns every verdict as the page's data attributes show it.
+async function testpageScenario(ctx) {
+  const tp = job.testpage || {};
+  const page = await ctx.newPage();
+  await page.setViewportSize({ width: 1280, height: 900 });
+  watch(page, 'testpage');
+  const violations = [];
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
+  await page.goto(job.url);
+  await page.waitForFunction(() => window.testpage !== undefined);
+  await page.check(`input[name=source][value=${tp.source || 'api'}]`);
+  if (tp.server) await page.fill('#api-base', tp.server);
+  if (tp.apiKey) await page.fill('#api-key', tp.apiKey);
+  if (tp.iceJSON) await page.fill('#ice-json', tp.iceJSON);
+  if (tp.urls) await page.fill('#m-urls', tp.urls.join('\n'));
+  if (tp.username) await page.fill('#m-username', tp.username);
+  if (tp.credential) await page.fill('#m-credential', tp.credential);
+  const started = Date.now();
+  await page.click('#run');
+  await page.waitForSelector('body[data-state=done]');
+  say(`testpage run took ${Date.now() - started}ms`);
+  if (tp.waitChart) {
+    // Two status polls after the relay test: the chart has a rate.
+    await page.waitForFunction(() => Number(document.getElementById('chart').dataset.points) >= 2 &&
+      Number(document.getElementById('chart').dataset.max) > 1);
+  }
+  const out = await page.evaluate(() => {
+    const data = (e) => (e ? { ...e.dataset, text: e.innerText } : null);
+    return {
+      credential: data(document.getElementById('cred-status')),
+      rows: [...document.querySelectorAll('#rows tbody tr')].map(data),
+      relay: data(document.getElementById('relay-result')),
+      working: document.getElementById('working').value,
+      copyDisabled: document.getElementById('copy-ice').disabled,
+      status: data(document.getElementById('status')),
+      statusNote: document.getElementById('status-note').innerText,
+      chart: data(document.getElementById('chart')),
+      result: window.testpage.result,
+    };
+  });
+  out.cspViolations = violations;
+  if (!out.copyDisabled) {
+    // The copy button puts the working servers on the clipboard.
+    await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(job.url).origin });
+    await page.click('#copy-ice');
+    await page.waitForFunction(() => document.getElementById('copy-status').textContent !== '');
+    out.copyStatus = await page.textContent('#copy-status');
+    out.clipboard = await page.evaluate(() => navigator.clipboard.readText().catch((e) => `unreadable: ${e}`));
+  }
+  if (job.screenshot) {
+    await page.screenshot({ path: job.screenshot, fullPage: true });
+  }
+  return out;
+}
+
+const scenarios = { page: pageScenario, peerjs: peerjsScenario, testpage: testpageScenario };
 
 const timer = setTimeout(() => {
   console.log(JSON.stringify({ ok: false, error: `driver timed out after ${timeoutMs}ms` }));

@@ -185,6 +185,10 @@ type job struct {
 	UserDataDir  string   `json:"userDataDir"`
 	ChromiumArgs []string `json:"chromiumArgs,omitempty"`
 	TimeoutMs    int      `json:"timeoutMs"`
+	// TestPage fills the test page's form (scenario testpage).
+	TestPage *testPageJob `json:"testpage,omitempty"`
+	// Screenshot is where the scenario saves a PNG of the page, if set.
+	Screenshot string `json:"screenshot,omitempty"`
 }
 
 // driverTimeout bounds one driver run; the test's own bound is 60s.
