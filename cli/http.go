@@ -64,8 +64,10 @@ func httpHandler(d httpDeps) http.Handler {
 	if d.creds != nil {
 		mux.Handle(httpapi.Path, d.creds)
 	}
-	testpage.Mount(mux, testpage.Options{Version: Version(), Realm: d.cfg.Realm, URLs: listenerURLs(d.cfg, d.bound),
-		Stats: d.srv.Stats, Draining: func() bool { return d.draining.Load() || d.srv.Draining() }})
+	if d.cfg.HTTP.TestPage {
+		testpage.Mount(mux, testpage.Options{Version: Version(), Realm: d.cfg.Realm, URLs: listenerURLs(d.cfg, d.bound),
+			Stats: d.srv.Stats, Draining: func() bool { return d.draining.Load() || d.srv.Draining() }})
+	}
 	return mux
 }
 

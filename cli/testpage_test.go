@@ -104,3 +104,14 @@ func TestServeTestPage(t *testing.T) {
 		return st.Draining
 	})
 }
+
+// TestServeTestPageOff: http.test-page false serves neither the page nor
+// /v1/status; health and metrics stay.
+func TestServeTestPageOff(t *testing.T) {
+	sf := startServingYAML(t, servingYAML(10*time.Second, "", "  test-page: false\n"))
+	for path, want := range map[string]int{"/": 404, "/ui/app.js": 404, "/v1/status": 404, "/healthz": 200, "/metrics": 200} {
+		if code, _ := sf.get(t, path); code != want {
+			t.Errorf("GET %s: %d, want %d", path, code, want)
+		}
+	}
+}

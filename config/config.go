@@ -153,6 +153,10 @@ type HTTP struct {
 	// (list and close allocations); empty: the admin API is off. Secret:
 	// redacted when printed.
 	AdminToken string `mapstructure:"admin-token"`
+	// TestPage serves the "Does my TURN work?" page at / and its
+	// GET /v1/status (version, realm, listener URLs, relayed totals; no
+	// secrets, no addresses). On by default.
+	TestPage bool `mapstructure:"test-page"`
 }
 
 // Default returns the embedded default configuration: UDP and TCP on port
@@ -176,7 +180,7 @@ func Default() Config {
 			MaxTTL: 24 * time.Hour,
 		},
 		Log:  Log{Level: "info", Format: "text"},
-		HTTP: HTTP{Rate: 600, Burst: 100, IPRate: 30, IPBurst: 10},
+		HTTP: HTTP{Rate: 600, Burst: 100, IPRate: 30, IPBurst: 10, TestPage: true},
 
 		Quota:   defaultQuota(),
 		Limits:  defaultLimits(),

@@ -47,6 +47,7 @@ var flagKeys = []struct {
 	{"http-listen", "http.listen", "HTTP API, metrics and health listener HOST:PORT (empty: off)"},
 	{"http-api-key", "http.api-keys", "bearer key for POST /v1/credentials, repeatable (secret)"},
 	{"http-cors-origin", "http.cors-origins", "browser origin allowed to call the credentials API, e.g. https://app.example.com, repeatable"},
+	{"http-test-page", "http.test-page", "serve the \"Does my TURN work?\" page at / and GET /v1/status (--http-test-page=false: off)"},
 	{"http-allow-anonymous-origins", "http.allow-anonymous-origins", "let pages on http.cors-origins mint credentials without an API key (rate-limited per IP)"},
 	{"http-rate", "http.rate", "credentials per minute per API key"},
 	{"http-burst", "http.burst", "credentials at once per API key"},
