@@ -205,9 +205,16 @@ func (f *fixture) clientConn(t *testing.T, transport string) (net.PacketConn, ne
 func (f *fixture) client(t *testing.T, transport, user, pass string) *turn.Client {
 	t.Helper()
 	conn, addr := f.clientConn(t, transport)
+	return listeningClient(t, conn, addr.String(), user, pass)
+}
+
+// listeningClient is a pion TURN client of the server at addr over conn,
+// listening, closed with the test.
+func listeningClient(t *testing.T, conn net.PacketConn, addr, user, pass string) *turn.Client {
+	t.Helper()
 	c, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: addr.String(),
-		TURNServerAddr: addr.String(),
+		STUNServerAddr: addr,
+		TURNServerAddr: addr,
 		Conn:           conn,
 		Username:       user,
 		Password:       pass,

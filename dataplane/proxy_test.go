@@ -294,24 +294,7 @@ func TestProxyProtocolAllocate(t *testing.T) {
 func (pf *proxyFixture) proxiedClient(t *testing.T, to, src netip.AddrPort, withTLS bool) *turn.Client {
 	t.Helper()
 	conn := pf.dialProxied(t, to, proxyproto.Header{Command: proxyproto.Proxy, Source: src, Destination: to}, withTLS)
-	c, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: to.String(),
-		TURNServerAddr: to.String(),
-		Conn:           turn.NewSTUNConn(conn),
-		Username:       testUser,
-		Password:       testPass,
-		Realm:          testRealm,
-		RTO:            200 * time.Millisecond,
-		LoggerFactory:  testutil.PionLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return listeningClient(t, turn.NewSTUNConn(conn), to.String(), testUser, testPass)
 }
 
 // TestProxyProtocolClose: Close does not wait for connections still
