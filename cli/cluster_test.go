@@ -286,21 +286,7 @@ func TestServeRevocationAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relay.Close()
-	peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	go func() {
-		b := make([]byte, 1500)
-		for {
-			n, from, err := peer.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			_, _ = peer.WriteTo(b[:n], from)
-		}
-	}()
+	peer := testutil.EchoPeer(t, "udp4", "127.0.0.1:0")
 	if err := relayEcho(relay, peer.LocalAddr(), "before"); err != nil {
 		t.Fatal(err)
 	}
@@ -364,21 +350,7 @@ func TestServeUsageRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	go func() {
-		b := make([]byte, 1500)
-		for {
-			n, from, err := peer.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			_, _ = peer.WriteTo(b[:n], from)
-		}
-	}()
+	peer := testutil.EchoPeer(t, "udp4", "127.0.0.1:0")
 	const rounds, size = 200, 500
 	msg := strings.Repeat("x", size)
 	for i := range rounds {
@@ -495,21 +467,7 @@ func TestServeByteBudgetAcrossNodes(t *testing.T) {
 		return startServing(t, 10*time.Second, fmt.Sprintf("quota:\n  user-bytes: 1000000\n  user-bytes-period: 1h\ncluster:\n  redis: %s\n  node-id: %s\n  key-prefix: 'budget:'\n", rs.URL(), id))
 	}
 	nodes := []*servingFerry{node("n1"), node("n2")}
-	echo, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = echo.WriteTo(buf[:n], from)
-		}
-	}()
+	echo := testutil.EchoPeer(t, "udp4", "127.0.0.1:0")
 	// relay sends count 1000-byte datagrams through n's relay and
 	// back: 2,000 bytes each.
 	relay := func(n *servingFerry, count int) net.PacketConn {
@@ -627,21 +585,7 @@ func TestServeRedisLoss(t *testing.T) {
 	testutil.WaitFor(t, 5*time.Second, "all three registered", func() bool {
 		return nodes[0].metricValue(t, `ferry_cluster_nodes{state="ready"}`) == 3
 	})
-	echo, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		b := make([]byte, 1500)
-		for {
-			n, from, err := echo.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			_, _ = echo.WriteTo(b[:n], from)
-		}
-	}()
+	echo := testutil.EchoPeer(t, "udp4", "127.0.0.1:0")
 	// A call through n1 that ends before Redis dies: its record is in
 	// the stream.
 	c := nodes[0].turnClient(t)
